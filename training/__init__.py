@@ -1,0 +1,1 @@
+"""Standalone training, sampling and evaluation on diffusers. Imports core, never nodes."""

@@ -1,0 +1,1 @@
+"""Training presets (TOML) for `comfy-aig train`."""

@@ -1,0 +1,1 @@
+"""Offline diffusers configs (SD1.5, SDXL) for single-file loading."""
