@@ -1,0 +1,173 @@
+"""RewardModel contract shared by every scorer: validation, chunking, dtype/device handling.
+
+A reward maps images ``[B, 3, H, W]`` (float, 0..1, any size) and ``B`` prompts to scores ``[B]``,
+differentiably with respect to the pixels (DRaFT backpropagates through it, Clark et al. 2023, sec. 4).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+DEFAULT_CHUNK_SIZE = 32  # images per forward pass; bounds activation memory for large batches
+
+
+class RewardInputError(ValueError):
+    """Bad images or prompts given to a reward model (the message names the problem and the fix)."""
+
+
+def validate_images(images: torch.Tensor) -> None:
+    """Check images are a non-empty float [B, 3, H, W] tensor without NaN/inf; raise RewardInputError otherwise."""
+    if not isinstance(images, torch.Tensor):
+        raise RewardInputError(
+            f"images must be a torch.Tensor [B, 3, H, W] in 0..1, got {type(images).__name__}; "
+            "convert with torch.as_tensor (ComfyUI IMAGE [B, H, W, C] needs .permute(0, 3, 1, 2))."
+        )
+    if images.dim() != 4:
+        raise RewardInputError(
+            f"images must have rank 4 [B, 3, H, W], got shape {tuple(images.shape)}; "
+            "add a batch dimension with images.unsqueeze(0) for a single image."
+        )
+    if images.shape[1] != 3:
+        hint = (" it looks channels-last (ComfyUI IMAGE): use images.permute(0, 3, 1, 2)."
+                if images.shape[-1] == 3 else " convert grey/RGBA images to RGB first.")
+        raise RewardInputError(f"images must have 3 channels in dim 1 [B, 3, H, W], got shape {tuple(images.shape)};{hint}")
+    if images.shape[0] == 0:
+        raise RewardInputError("images is an empty batch (B = 0); pass at least one image.")
+    if images.shape[2] == 0 or images.shape[3] == 0:
+        raise RewardInputError(f"images have zero height or width {tuple(images.shape)}; pass non-empty images.")
+    if not torch.is_floating_point(images):
+        raise RewardInputError(
+            f"images must be floating point in 0..1, got dtype {images.dtype}; "
+            "divide uint8 images by 255 (images.float() / 255)."
+        )
+    finite = torch.isfinite(images.detach())
+    if not bool(finite.all()):
+        bad = sorted({int(i) for i in (~finite).flatten(1).any(1).nonzero().flatten()})
+        raise RewardInputError(
+            f"images contain NaN or inf pixels (batch indices {bad[:8]}); "
+            "fix the upstream decode (e.g. fp16 VAE overflow) or clamp with torch.nan_to_num."
+        )
+
+
+def validate_prompts(prompts: Sequence[str] | None, batch: int, needs_prompts: bool = True) -> list[str]:
+    """Check there is one prompt string per image; returns the prompts as a list (empty strings if unused)."""
+    if prompts is None:
+        if needs_prompts:
+            raise RewardInputError(
+                f"this reward model needs one prompt per image but prompts is None; pass a list of {batch} strings."
+            )
+        return [""] * batch
+    if isinstance(prompts, str):
+        raise RewardInputError(
+            "prompts must be a list of strings, got a single str; use [prompt] * batch_size to repeat one prompt."
+        )
+    prompts = list(prompts)
+    if len(prompts) != batch:
+        raise RewardInputError(
+            f"got {len(prompts)} prompts for a batch of {batch} images; pass exactly one prompt per image "
+            "(repeat a single prompt with [prompt] * batch_size)."
+        )
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise RewardInputError(f"prompt {i} is {type(p).__name__}, not str; pass plain strings.")
+    return prompts
+
+
+def chunk_slices(batch: int, chunk_size: int) -> list[slice]:
+    """Contiguous slices of at most chunk_size covering range(batch)."""
+    if chunk_size < 1:
+        raise RewardInputError(f"chunk_size must be >= 1, got {chunk_size}.")
+    return [slice(i, min(i + chunk_size, batch)) for i in range(0, batch, chunk_size)]
+
+
+def run_chunked(
+    fn: Callable[[slice], torch.Tensor],
+    batch: int,
+    chunk_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Concatenate fn(slice) over chunks along dim 0 (keeps the autograd graph); progress(done, total) per chunk."""
+    outs = []
+    for s in chunk_slices(batch, chunk_size):
+        outs.append(fn(s))
+        if progress is not None:
+            progress(s.stop, batch)
+    return torch.cat(outs, dim=0)
+
+
+def num_chunks(batch: int, chunk_size: int) -> int:
+    """Number of chunks run_chunked will make."""
+    return math.ceil(batch / chunk_size)
+
+
+class RewardModel(torch.nn.Module):
+    """Base class of every reward: ``score(images, prompts) -> [B]`` and ``image_features(images) -> [B, D]``.
+
+    Subclasses implement ``score_batch(images, prompts)`` and ``features_batch(images)`` on one chunk
+    (images already validated, on the model's device and compute dtype). ``score``/``image_features``
+    validate, move, chunk and return float32 results, keeping gradients to the input pixels.
+    A subclass may instead override ``score``/``image_features`` directly (call ``validate_images``).
+    """
+
+    kind: str = "base"
+    needs_prompts: bool = True  # False for prompt-free rewards (aesthetic); prompts are then optional
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE):
+        super().__init__()
+        self.chunk_size = int(chunk_size)
+        self.progress: Callable[[int, int], None] | None = None  # optional hook (done, total), e.g. a UI bar
+
+    # -- to implement ---------------------------------------------------------------------------
+    def score_batch(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """Scores [b] of one chunk [b, 3, H, W]."""
+        raise NotImplementedError(f"{type(self).__name__} must implement score_batch or override score")
+
+    def features_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Image features [b, D] of one chunk [b, 3, H, W]."""
+        raise NotImplementedError(f"{type(self).__name__} must implement features_batch or override image_features")
+
+    # -- public API -----------------------------------------------------------------------------
+    def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
+        """Reward per image, float32 [B]; differentiable w.r.t. images [B, 3, H, W] in 0..1."""
+        validate_images(images)
+        prompts = validate_prompts(prompts, images.shape[0], self.needs_prompts)
+        x = self._to_model(images)
+        out = run_chunked(lambda s: self.score_batch(x[s], prompts[s]).reshape(-1), x.shape[0],
+                          self.chunk_size, self.progress)
+        return out.float()
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Image features, float32 [B, D] (the embedding the reward reads); differentiable w.r.t. images."""
+        validate_images(images)
+        x = self._to_model(images)
+        out = run_chunked(lambda s: self.features_batch(x[s]), x.shape[0], self.chunk_size, self.progress)
+        return out.float()
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """Alias of score."""
+        return self.score(images, prompts)
+
+    # -- helpers --------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Device of the first parameter (CPU for a parameter-free reward)."""
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype: that of the first floating parameter (float32 for a parameter-free reward)."""
+        for p in self.parameters():
+            if torch.is_floating_point(p):
+                return p.dtype
+        return torch.float32
+
+    def _to_model(self, images: torch.Tensor) -> torch.Tensor:
+        """Images on the model's device; preprocessing runs in float32, the network casts to its dtype."""
+        return images.to(device=self.device, dtype=torch.float32)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, chunk_size={self.chunk_size}"
