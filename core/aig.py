@@ -1,0 +1,122 @@
+"""AIG mixing math (Jena et al. 2024, Sec. 4): eps = (1 - g) * eps_base + g * eps_tuned, g = gamma(s).
+
+Pure torch, no ComfyUI: the guider node and the standalone sampler both use it.
+Progress s runs over [0, 1] (0 = pure noise, 1 = clean) and is computed from the noise
+level of each model call, never from a step counter, so samplers that evaluate the model
+between schedule points (Heun, DPM++ 2S/SDE) get the right weight.
+Mixing denoised x0, eps or the score at the same x_t and sigma is the same linear map.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .schedules import Schedule
+
+
+class AIGError(ValueError):
+    """An AIG input is invalid; the message names the problem and the fix."""
+
+
+def progress_from_timestep(t: float, t_max: float, t_min: float = 0.0) -> float:
+    """s = (t_max - t) / (t_max - t_min), clamped to [0, 1]: 0 at the noisiest timestep, 1 at t_min."""
+    if not t_max > t_min:
+        raise AIGError(f"timestep range is empty: t_max ({t_max}) must be above t_min ({t_min})")
+    t = float(t)
+    if math.isnan(t):
+        raise AIGError("timestep is NaN; the sampler passed an invalid noise level")
+    return min(max((t_max - t) / (t_max - t_min), 0.0), 1.0)
+
+
+def check_tolerance(tolerance: float) -> float:
+    """Skip tolerance must lie in [0, 0.5): a branch whose weight is within it of 0 is not run."""
+    tolerance = float(tolerance)
+    if math.isnan(tolerance) or not (0.0 <= tolerance < 0.5):
+        raise AIGError(f"skip tolerance = {tolerance} is out of range; use a value in [0, 0.5) (0 = exact)")
+    return tolerance
+
+
+def snap_weight(g: float, tolerance: float = 0.0) -> float:
+    """Weight after branch skipping: 0 if g <= tol, 1 if g >= 1 - tol, else g (tol = 0 snaps only exact 0/1)."""
+    g = min(max(float(g), 0.0), 1.0)
+    if g <= tolerance:
+        return 0.0
+    if g >= 1.0 - tolerance:
+        return 1.0
+    return g
+
+
+@dataclass(frozen=True)
+class BranchPlan:
+    """Which branches one model call must run, and the per-sample tuned weights [B] after snapping."""
+
+    weights: tuple[float, ...]
+
+    @property
+    def run_base(self) -> bool:
+        return any(w < 1.0 for w in self.weights)
+
+    @property
+    def run_tuned(self) -> bool:
+        return any(w > 0.0 for w in self.weights)
+
+    @property
+    def uniform(self) -> float | None:
+        """The common weight when every sample has the same one, else None."""
+        first = self.weights[0]
+        return first if all(w == first for w in self.weights) else None
+
+
+def plan_branches(weights, tolerance: float = 0.0) -> BranchPlan:
+    """Snap each sample's weight and decide which of the two branches has to be evaluated."""
+    tolerance = check_tolerance(tolerance)
+    snapped = tuple(snap_weight(g, tolerance) for g in weights)
+    if not snapped:
+        raise AIGError("no weights given: the batch is empty")
+    return BranchPlan(snapped)
+
+
+def mix_predictions(base: torch.Tensor | None, tuned: torch.Tensor | None, plan: BranchPlan) -> torch.Tensor:
+    """(1 - g) * base + g * tuned per sample ([B, ...] tensors); a skipped branch may be None."""
+    g = plan.uniform
+    if g == 0.0:
+        return base
+    if g == 1.0:
+        return tuned
+    if base is None or tuned is None:
+        raise AIGError("both branches are needed for a mixed step but one was not evaluated")
+    if g is not None:
+        return (1.0 - g) * base + g * tuned
+    w = torch.tensor(plan.weights, dtype=base.dtype, device=base.device)
+    w = w.view(-1, *([1] * (base.ndim - 1)))  # [B, 1, 1, 1]
+    mixed = (1.0 - w) * base + w * tuned
+    # keep skipped samples bit-exact
+    pure_base = (w == 0.0).expand_as(base)
+    pure_tuned = (w == 1.0).expand_as(base)
+    return torch.where(pure_base, base, torch.where(pure_tuned, tuned, mixed))
+
+
+class AIGWeighting:
+    """gamma(progress(t)) for every sample of a model call, with branch skipping (the guider's brain)."""
+
+    def __init__(self, schedule: Schedule, t_max: float, t_min: float = 0.0, tolerance: float = 0.0):
+        if not isinstance(schedule, Schedule):
+            raise AIGError(f"schedule must be a core.schedules.Schedule, got {type(schedule).__name__}")
+        progress_from_timestep(t_max, t_max, t_min)  # validates the range
+        self.schedule = schedule
+        self.t_max = float(t_max)
+        self.t_min = float(t_min)
+        self.tolerance = check_tolerance(tolerance)
+
+    def weight(self, t: float) -> float:
+        """g = gamma(s(t)) before snapping."""
+        return self.schedule(progress_from_timestep(t, self.t_max, self.t_min))
+
+    def plan(self, timesteps) -> BranchPlan:
+        """Plan for one model call; timesteps: one value per sample (list or 1-D tensor)."""
+        if isinstance(timesteps, torch.Tensor):
+            timesteps = timesteps.reshape(-1).tolist()
+        return plan_branches([self.weight(t) for t in timesteps], self.tolerance)
