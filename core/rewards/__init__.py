@@ -7,8 +7,7 @@ float in 0..1 of any size and ``B`` prompt strings, differentiable w.r.t. the pi
 """
 
 from .base import RewardInputError, RewardModel
-
-KINDS = ("pickscore", "hpsv2", "hpsv2.1", "aesthetic", "clipscore")
+from .loading import KINDS
 
 
 def load_reward_model(path, kind=None, device=None, dtype=None, **options) -> RewardModel:
