@@ -1,8 +1,7 @@
 """ComfyUI V3 adapters over comfy_aig.core. Imported only from ``comfy_entrypoint``."""
 
-from typing_extensions import override
-
 from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
 
 from .schedule_preview import SCHEDULE_NODES
 

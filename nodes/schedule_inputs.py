@@ -45,7 +45,16 @@ def schedule_inputs() -> list:
     ]
 
 
-def schedule_from_kwargs(schedule, p, switch, centre, width, value, window_start=0.0, window_end=1.0):
+def schedule_from_kwargs(
+    schedule="power",
+    p=DEFAULT_PARAMETERS["p"],
+    switch=DEFAULT_PARAMETERS["switch"],
+    centre=DEFAULT_PARAMETERS["centre"],
+    width=DEFAULT_PARAMETERS["width"],
+    value=DEFAULT_PARAMETERS["value"],
+    window_start=0.0,
+    window_end=1.0,
+):
     """Validated core Schedule from the node inputs above (raises ScheduleError with the valid ranges)."""
     return schedule_from_inputs(
         schedule, start=window_start, end=window_end,

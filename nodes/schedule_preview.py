@@ -1,9 +1,8 @@
 """AIGSchedulePreview: draws gamma(s) and the per-step weights of a sampling run as an IMAGE."""
 
 import torch
-from PIL import Image, ImageDraw
-
 from comfy_api.latest import io, ui
+from PIL import Image, ImageDraw
 
 from ..core.schedules import ScheduleError, sample_curve
 from .schedule_inputs import schedule_from_kwargs, schedule_inputs
