@@ -1,0 +1,133 @@
+"""Evaluation-set store: round trips, grouping, atomicity under crashes mid-write, bad inputs."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from comfy_aig.core import evalset as es
+
+
+def record(label, seed, rows=3, dim=4, scores=True, source="clip"):
+    rng = np.random.default_rng(seed)
+    return es.EvalRecord.for_batch(label, rng.standard_normal((rows, dim)), f"prompt {seed}", seed,
+                                   scores=rng.random(rows) if scores else None, feature_source=source)
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    store = es.EvalSet(tmp_path, "demo")
+    original = record("aig:p=2", 7)
+    path = store.append(original)
+    (loaded,) = store.records()
+    assert path.name == loaded.name and path.parent == tmp_path / "demo"
+    np.testing.assert_array_equal(loaded.features, original.features)
+    np.testing.assert_array_equal(loaded.scores, original.scores)
+    assert loaded.keys() == [("prompt 7", 7, 0), ("prompt 7", 7, 1), ("prompt 7", 7, 2)]
+    assert (loaded.label, loaded.feature_source) == ("aig:p=2", "clip")
+
+
+def test_by_label_groups_in_collection_order_and_counts_missing_scores(tmp_path):
+    store = es.EvalSet(tmp_path, "demo")
+    for seed in range(3):
+        store.append(record("base", seed))
+        store.append(record("tuned", seed, scores=seed != 1))
+    groups = store.by_label()
+    assert list(groups) == ["base", "tuned"]
+    assert groups["base"].features.shape == (9, 4) and groups["base"].runs == 3
+    assert groups["tuned"].scores.shape == (6,) and groups["tuned"].missing_scores == 3
+    assert [k[1] for k in groups["base"].keys] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert len(store.fingerprint()) == 6
+
+
+def test_failed_write_keeps_completed_runs_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    store = es.EvalSet(tmp_path, "demo")
+    store.append(record("base", 0))
+    store.append(record("base", 1))
+
+    def crash(*_args, **_kwargs):
+        raise OSError("simulated power loss before the rename")
+
+    monkeypatch.setattr(es.os, "replace", crash)
+    with pytest.raises(OSError, match="simulated"):
+        store.append(record("base", 2))
+    monkeypatch.undo()
+    assert [r.seeds[0] for r in store.records()] == [0, 1]
+    assert sorted(p.name for p in store.path.iterdir() if p.name.startswith(".")) == []
+    store.append(record("base", 3))  # collection resumes after the failure
+    assert [r.seeds[0] for r in store.records()] == [0, 1, 3]
+
+
+def test_process_killed_mid_write_keeps_every_completed_run(tmp_path):
+    """A child process writes 3 runs and is killed (os._exit) half-way through writing the 4th."""
+    script = textwrap.dedent(f"""
+        import os, numpy as np
+        from comfy_aig.core import evalset as es
+        store = es.EvalSet({str(tmp_path)!r}, "crash")
+        for seed in range(3):
+            store.append(es.EvalRecord.for_batch("base", np.ones((2, 3)) * seed, "p", seed))
+        real_write = open
+        def dying_open(path, mode="r", *a, **k):
+            handle = real_write(path, mode, *a, **k)
+            if "w" in mode:
+                handle.write(b"partial safetensors header")
+                handle.flush()
+                os._exit(9)
+            return handle
+        es.open = dying_open
+        store.append(es.EvalRecord.for_batch("base", np.ones((2, 3)) * 3, "p", 3))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 9, result.stderr
+    store = es.EvalSet(tmp_path, "crash")
+    leftovers = [p.name for p in store.path.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1  # the interrupted write stays a hidden temp file ...
+    assert [r.seeds[0] for r in store.records()] == [0, 1, 2]  # ... and is never read as a run
+    store.append(es.EvalRecord.for_batch("base", np.ones((2, 3)) * 4, "p", 4))  # restart continues
+    assert [r.seeds[0] for r in store.records()] == [0, 1, 2, 4]
+
+
+def test_back_to_back_appends_get_distinct_names(tmp_path):
+    store = es.EvalSet(tmp_path, "fast")
+    paths = [store.append(record("base", 0)) for _ in range(20)]
+    assert len({p.name for p in paths}) == 20 and len(store.records()) == 20
+
+
+def test_corrupt_record_is_reported_with_its_path(tmp_path):
+    store = es.EvalSet(tmp_path, "demo")
+    store.append(record("base", 0))
+    (store.path / "run-00000000000000000001-deadbeef.safetensors").write_bytes(b"\x10\x00garbage")
+    with pytest.raises(es.EvalSetError, match="unreadable"):
+        store.records()
+
+
+def test_mixed_feature_models_are_refused(tmp_path):
+    store = es.EvalSet(tmp_path, "demo")
+    store.append(record("base", 0, dim=4))
+    store.append(record("tuned", 0, dim=5))
+    with pytest.raises(es.EvalSetError, match="mixes feature models"):
+        store.by_label()
+
+
+@pytest.mark.parametrize("name", ["", "../up", "a/b", ".hidden", "x" * 200, "a..b"])
+def test_unsafe_set_names_are_refused(tmp_path, name):
+    with pytest.raises(es.EvalSetError, match="plain folder name"):
+        es.EvalSet(tmp_path, name)
+
+
+def test_bad_records_are_refused():
+    with pytest.raises(es.EvalSetError, match="NaN"):
+        es.EvalRecord.for_batch("base", np.full((2, 3), np.nan), "p", 0)
+    with pytest.raises(es.EvalSetError, match="2 feature rows but 3 scores"):
+        es.EvalRecord.for_batch("base", np.ones((2, 3)), "p", 0, scores=np.ones(3))
+    with pytest.raises(es.EvalSetError, match="label is empty"):
+        es.EvalRecord.for_batch(" ", np.ones((2, 3)), "p", 0)
+
+
+def test_atomic_write_replaces_existing_file(tmp_path):
+    target = tmp_path / "report.json"
+    target.write_text("old")
+    es.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["report.json"]
