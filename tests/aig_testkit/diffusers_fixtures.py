@@ -45,9 +45,10 @@ def tiny_pixel_model(prediction_type: str = "epsilon", seed: int = 0, lora_rank:
 
     lora_init="zero": standard init (B = 0, the tuned model equals the base); "random": B random too.
     """
-    from comfy_aig.training.sampling import Conditioning, DiffusionModel
     from diffusers import UNet2DConditionModel
     from peft import LoraConfig
+
+    from comfy_aig.training.sampling import Conditioning, DiffusionModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**TINY_PIXEL_UNET)
@@ -76,3 +77,84 @@ def lora_parameters(unet) -> list[torch.nn.Parameter]:
 def redness(images: torch.Tensor, prompts=None) -> torch.Tensor:
     """Toy colour reward: mean(R - (G + B) / 2) per image. [B, 3, H, W] -> [B]."""
     return (images[:, 0] - 0.5 * (images[:, 1] + images[:, 2])).mean(dim=(1, 2))
+
+
+# -- tiny SD1.x / SDXL pipelines in real layouts ---------------------------------------------------
+
+TINY_SD_UNET = dict(
+    sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+)
+TINY_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4,
+    sample_size=16, scaling_factor=0.18215,
+)
+TINY_CLIP = dict(
+    vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+    max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=0, eos_token_id=2, pad_token_id=1,
+    projection_dim=32,
+)
+TINY_SDXL_UNET = dict(
+    TINY_SD_UNET, cross_attention_dim=80, addition_embed_type="text_time", addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=48 + 6 * 8, use_linear_projection=True,
+)
+TINY_CLIP_G = dict(TINY_CLIP, hidden_size=48, intermediate_size=96, num_attention_heads=4, projection_dim=48,
+                   hidden_act="gelu")
+
+
+def _scheduler_from_shipped():
+    from diffusers import DDIMScheduler
+
+    from comfy_aig.training.models import shipped_config_dir
+
+    return DDIMScheduler.from_pretrained(str(shipped_config_dir("sd15")), subfolder="scheduler")
+
+
+def build_tiny_sd15(root, seed: int = 0):
+    """(diffusers dir, single-file .safetensors in original layout) of one tiny SD1.x model; cached in root."""
+    from pathlib import Path
+
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    from aig_testkit.sd_fixtures import build_sd15_components, text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
+    from comfy_aig.core.rewards.tokenizer import build_clip_tokenizer
+
+    root = Path(root)
+    directory, single = root / "tiny_sd15", root / "tiny_sd15.safetensors"
+    if single.exists():
+        return directory, single
+    unet, vae, text_encoder = build_sd15_components(seed, TINY_SD_UNET, TINY_VAE, TINY_CLIP)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=build_clip_tokenizer(), unet=unet,
+                                   scheduler=_scheduler_from_shipped(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(directory)
+    state = {**unet_to_ldm(unet), **vae_to_ldm(vae), **text_encoder_to_ldm(text_encoder)}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(single))
+    return directory, single
+
+
+def build_tiny_sdxl(root, seed: int = 0):
+    """A tiny SDXL diffusers dir (two text encoders of different widths, text_time conditioning)."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from aig_testkit.sd_fixtures import _small_init
+    from comfy_aig.core.rewards.tokenizer import build_clip_tokenizer
+
+    directory = Path(root) / "tiny_sdxl"
+    if (directory / "model_index.json").exists():
+        return directory
+    unet = _small_init(UNet2DConditionModel(**TINY_SDXL_UNET), seed)
+    vae = _small_init(AutoencoderKL(**TINY_VAE), seed + 1)
+    te1 = _small_init(CLIPTextModel(CLIPTextConfig(**TINY_CLIP)), seed + 2)
+    te2 = _small_init(CLIPTextModelWithProjection(CLIPTextConfig(**TINY_CLIP_G)), seed + 3)
+    tok = build_clip_tokenizer()
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok,
+                                     unet=unet, scheduler=_scheduler_from_shipped())
+    pipe.save_pretrained(directory)
+    return directory
