@@ -3,6 +3,7 @@
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from .rewards import REWARD_NODES
 from .schedule_preview import SCHEDULE_NODES
 
 
@@ -11,4 +12,4 @@ class AIGExtension(ComfyExtension):
 
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*SCHEDULE_NODES]
+        return [*SCHEDULE_NODES, *REWARD_NODES]

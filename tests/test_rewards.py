@@ -12,15 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from aig_testkit.reward_fixtures import (
     TINY_OPEN_CLIP_CFG,
-    build_aesthetic_head,
     build_hps_file,
     build_pickscore_dir,
     tiny_open_clip_model,
 )
-from PIL import Image
-
 from comfy_aig.core.rewards import load_reward_model
 from comfy_aig.core.rewards.preprocess import clip_preprocess
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from aig_testkit.reward_fixtures import (
     TINY_OPEN_CLIP_CFG,
     aesthetic_head_state_dict,
@@ -16,8 +18,6 @@ from aig_testkit.reward_fixtures import (
     build_pickscore_dir,
     tiny_open_clip_model,
 )
-from safetensors.torch import save_file
-
 from comfy_aig.core.rewards import RewardInputError, load_reward_model
 from comfy_aig.core.rewards.loading import detect_layout
 from comfy_aig.core.rewards.tokenizer import build_clip_tokenizer
@@ -86,9 +86,9 @@ def test_open_clip_sidecar_and_safetensors(root):
 
 
 def test_known_open_clip_architecture_is_matched_from_shapes():
-    from comfy_aig.core.rewards.backbones import match_open_clip_config
-
     import open_clip
+
+    from comfy_aig.core.rewards.backbones import match_open_clip_config
 
     name = "ViT-B-32"
     cfg = open_clip.get_model_config(name)
