@@ -1,5 +1,9 @@
 """The demo's base model: a ~1M-parameter diffusers UNet2DConditionModel in pixel space, v-prediction.
 
+"Latents" are the pixels in [-1, 1] rearranged space-to-depth by a factor 2 (pixel_unshuffle:
+[B, 3, 32, 32] -> [B, 12, 16, 16]), an exact invertible permutation that halves the UNet's cost on CPU
+(i.i.d. Gaussian noise stays i.i.d. Gaussian under a permutation).
+
 Text conditioning is a toy encoder: a learned word-embedding table over the world's small
 vocabulary (<bos> + up to three words, padded), giving encoder_hidden_states [B, 4, D].
 Weights (UNet + text table) are one safetensors file with keys `unet.*` and `text.*`, and
@@ -27,13 +31,13 @@ MAX_WORDS = 3
 
 DEFAULT_CONFIG = {
     "unet": {
-        "sample_size": IMAGE_SIZE,
-        "in_channels": 3,
-        "out_channels": 3,
-        "block_out_channels": [16, 32, 64],
+        "sample_size": IMAGE_SIZE // 2,
+        "in_channels": 12,
+        "out_channels": 12,
+        "block_out_channels": [32, 64],
         "layers_per_block": 1,
-        "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
-        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
         "mid_block_type": "UNetMidBlock2DCrossAttn",
         "cross_attention_dim": 32,
         "attention_head_dim": 1,  # diffusers' legacy name: number of heads
@@ -46,6 +50,7 @@ DEFAULT_CONFIG = {
         "clip_sample": False,
     },
     "text": {"embedding_dim": 32},
+    "space_to_depth": 2,
 }
 
 
@@ -111,6 +116,21 @@ class DemoBaseModel(nn.Module):
         self.config = json.loads(json.dumps(config or DEFAULT_CONFIG))
         self.unet = build_unet(self.config)
         self.text = ToyTextEncoder(self.config["text"]["embedding_dim"])
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of one latent: (3 f^2, 32 / f, 32 / f) for space-to-depth factor f."""
+        f = self.config["space_to_depth"]
+        return (3 * f * f, IMAGE_SIZE // f, IMAGE_SIZE // f)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [B, 3, 32, 32] in 0..1 -> latents [B, 3 f^2, 32/f, 32/f] in [-1, 1]."""
+        return torch.nn.functional.pixel_unshuffle(images * 2 - 1, self.config["space_to_depth"])
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images [B, 3, 32, 32] in 0..1 (clamped; differentiable inside the range)."""
+        x = torch.nn.functional.pixel_shuffle(latents, self.config["space_to_depth"])
+        return ((x + 1) / 2).clamp(0, 1)
 
     def save(self, weights_path: str | Path, metadata: dict | None = None, half: bool = False) -> None:
         """Atomically write weights (safetensors) and the JSON config beside them."""

@@ -4,7 +4,7 @@ loss = || v_theta(x_t, t, c) - (alpha_t eps - sigma_t x0) ||^2 with prompts drop
 10% of the batch (so CFG works), AdamW with warmup + cosine decay, EMA of the weights (the
 EMA is what is saved). The shipped weights were made with:
 
-    OMP_NUM_THREADS=1 python -m comfy_aig.training.demo.train_base --steps 3000 --out <file>
+    OMP_NUM_THREADS=1 python -m comfy_aig.training.demo.train_base --steps 2400 --batch 32 --out <file>
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the base-model training run."""
     parser.add_argument("--out", type=Path, required=True, help="output .safetensors (config JSON goes beside)")
-    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
-    parser.add_argument("--batch", type=int, default=64, help="images per step (default 64)")
+    parser.add_argument("--steps", type=int, default=2400, help="optimizer steps (default 2400)")
+    parser.add_argument("--batch", type=int, default=32, help="images per step (default 32)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of saved weights (default 0.999)")
     parser.add_argument("--uncond-prob", type=float, default=0.1, help="prompt dropout for CFG (default 0.1)")
@@ -43,7 +43,7 @@ def _lr_factor(step: int, total: int, warmup: int = 100) -> float:
 
 def v_loss(model, scheduler, images: torch.Tensor, prompts: list[str], generator: torch.Generator):
     """v-prediction MSE for images [B, 3, H, W] in [0, 1] at uniformly drawn timesteps."""
-    x0 = images * 2 - 1
+    x0 = model.encode_images(images)
     noise = torch.randn(x0.shape, generator=generator)
     t = torch.randint(scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
     noisy = scheduler.add_noise(x0, noise, t)

@@ -1,0 +1,141 @@
+"""Unit tests of the demo's parts: world, toy text encoder, base-model files, reward, LoRA file round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comfy_aig.training.demo import world
+from comfy_aig.training.demo.model import DemoBaseModel, ToyTextEncoder
+from comfy_aig.training.demo.reward import YellownessReward, normalise_features
+
+TINY = {
+    "unet": {
+        "sample_size": 16, "in_channels": 12, "out_channels": 12, "block_out_channels": [8, 16],
+        "layers_per_block": 1, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "cross_attention_dim": 8, "attention_head_dim": 1, "norm_num_groups": 4,
+    },
+    "scheduler": {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
+                  "prediction_type": "v_prediction", "clip_sample": False},
+    "text": {"embedding_dim": 8},
+    "space_to_depth": 2,
+}
+
+
+def test_world_is_seeded_in_range_and_multimodal():
+    a, pa = world.training_batch(64, torch.Generator().manual_seed(3))
+    b, pb = world.training_batch(64, torch.Generator().manual_seed(3))
+    assert a.shape == (64, 3, 32, 32) and torch.equal(a, b) and pa == pb
+    assert a.min() >= 0 and a.max() <= 1
+    scenes = world.sample_scenes(600, torch.Generator().manual_seed(0))
+    assert set(scenes.shape.tolist()) == {0, 1, 2} and set(scenes.colour.tolist()) == set(range(6))
+    forms = {("empty" if p == "" else "shape" if p.startswith("a ") and p.endswith(world.SHAPES) else
+              "colour" if p.endswith("shape") else "full") for p in pa + pb}
+    assert forms == {"empty", "shape", "colour", "full"}
+
+
+def test_render_puts_the_colour_at_the_centre_and_grey_at_the_corner():
+    scenes = world.Scenes(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 4]), torch.full((3,), 8.0),
+                          torch.full((3, 2), 16.0), torch.full((3,), 0.5))
+    images = world.render(scenes)
+    palette = torch.tensor(list(world.COLOURS.values()))
+    for i, colour in enumerate([0, 1, 4]):
+        assert torch.allclose(images[i, :, 16, 16], palette[colour], atol=0.02)
+        assert torch.allclose(images[i, :, 0, 0], torch.full((3,), 0.5), atol=0.02)
+
+
+def test_tokenizer_maps_words_and_rejects_unknown_ones():
+    ids = ToyTextEncoder.tokenize(["red circle", "", "a blue shape"])
+    assert ids.shape == (3, 4) and (ids[:, 0] == ids[0, 0]).all()
+    assert ids[1, 1:].eq(ids[1, 1]).all()  # all padding
+    with pytest.raises(ValueError, match="unknown words"):
+        ToyTextEncoder.tokenize(["purple circle"])
+    with pytest.raises(ValueError, match="more than"):
+        ToyTextEncoder.tokenize(["a red circle shape"])
+
+
+def test_base_model_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = DemoBaseModel(TINY).eval()
+    path = tmp_path / "m.safetensors"
+    model.save(path, metadata={"steps_done": 1})
+    assert (tmp_path / "m.json").is_file()
+    loaded = DemoBaseModel.load(path)
+    x, t = torch.randn(2, 12, 16, 16), torch.tensor([10, 900])
+    with torch.no_grad():
+        ref = model.unet(x, t, encoder_hidden_states=model.text(["a circle", ""])).sample
+        out = loaded.unet(x, t, encoder_hidden_states=loaded.text(["a circle", ""])).sample
+    assert torch.equal(ref, out)
+    with pytest.raises(FileNotFoundError, match="train_base"):
+        DemoBaseModel.load(tmp_path / "missing.safetensors")
+
+
+def test_space_to_depth_latents_round_trip_exactly():
+    model = DemoBaseModel(TINY)
+    images = torch.rand(2, 3, 32, 32)
+    latents = model.encode_images(images)
+    assert latents.shape == (2, *model.latent_shape) == (2, 12, 16, 16)
+    assert torch.allclose(model.decode_latents(latents), images, atol=1e-6)
+
+
+def test_yellowness_reward_values_gradient_and_features():
+    reward = YellownessReward()
+    yellow = torch.tensor([1.0, 1.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 16, 16)
+    grey = torch.full((1, 3, 16, 16), 0.4)
+    blue = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(1, 3, 16, 16)
+    images = torch.cat([yellow, grey, blue]).clone().requires_grad_(True)
+    scores = reward.score(images, None)
+    assert torch.allclose(scores, torch.tensor([1.0, 0.0, -1.0]))
+    scores.sum().backward()
+    assert images.grad.abs().sum() > 0
+    assert reward.image_features(images.detach()).shape == (3, 192)
+
+
+def test_normalise_features_uses_one_global_scale():
+    ref = torch.randn(50, 6) * torch.tensor([1.0, 1, 1, 1, 1, 10])
+    other = ref * 2 + 3
+    n_ref, n_other = normalise_features(ref, other)
+    assert torch.allclose(n_ref.mean(0), torch.zeros(6), atol=1e-5)
+    assert torch.allclose(n_ref.pow(2).mean(), torch.tensor(1.0), atol=1e-5)
+    ratio = n_ref.std(0) / ref.std(0)  # same factor for every dimension (no per-dim standardisation)
+    assert torch.allclose(ratio, ratio[0].expand(6), rtol=1e-4)
+    assert torch.allclose(n_other, (other - ref.mean(0)) * ratio[0], atol=1e-4)
+
+
+def test_lora_file_round_trip_restores_the_tuned_outputs(tmp_path):
+    from comfy_aig.training.demo.lora_io import export_adapter, import_adapter
+    from comfy_aig.training.demo.pipeline import diffusion_model, lora_parameters
+    from comfy_aig.training.sampling import sample
+
+    torch.manual_seed(0)
+    model = diffusion_model(DemoBaseModel(TINY), rank=2, seed=0)
+    with torch.no_grad():
+        for name, p in model.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    noise = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(1))
+    tuned = sample(model, ["a circle", "a square"], steps=3, guidance_scale=2.0, noise=noise).images
+    path = tmp_path / "lora.safetensors"
+    export_adapter(model, path, {"demo_kl_weight": 0.0})
+    saved = lora_parameters(model.unet)
+    with torch.no_grad():
+        for name, p in model.unet.named_parameters():
+            if "lora_" in name:
+                p.zero_()
+    import_adapter(model, path)
+    for name, value in lora_parameters(model.unet).items():
+        assert torch.equal(value, saved[name]), name
+    again = sample(model, ["a circle", "a square"], steps=3, guidance_scale=2.0, noise=noise).images
+    assert torch.equal(tuned, again)
+    from safetensors.torch import load_file
+
+    keys = set(load_file(str(path)))
+    assert all(k.startswith("lora_unet_") for k in keys)
+    assert any(k.endswith(".alpha") for k in keys) and not any("lora_A" in k for k in keys)
+    bad = tmp_path / "bad.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"lora_unet_x.alpha": torch.tensor(1.0)}, str(bad))
+    with pytest.raises(ValueError, match="does not match"):
+        import_adapter(model, bad)

@@ -1,0 +1,128 @@
+"""The demo's outputs: report.json, report.md (table), pareto.png (reward vs diversity) and image grids."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+TABLE_COLUMNS = (
+    ("label", "point", "{}"),
+    ("reward_mean", "reward", "{:.3f}"),
+    ("reward_std", "reward std", "{:.3f}"),
+    ("scd", "SCD", "{:.1f}"),
+    ("log_scd", "log-SCD", "{:.1f}"),
+    ("recall", "recall", "{:.3f}"),
+    ("precision", "precision", "{:.3f}"),
+    ("vendi", "Vendi", "{:.2f}"),
+    ("fid", "FID (pixels)", "{:.1f}"),
+    ("nfe_per_image", "UNet evals / image", "{}"),
+)
+
+METHOD_STYLE = {
+    "base": ("black", "o"),
+    "tuned": ("red", "X"),
+    "aig": ("tab:blue", "o"),
+    "aig-window": ("tab:cyan", "D"),
+    "lora-scale": ("tab:orange", "s"),
+    "kl": ("tab:green", "^"),
+}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, report: dict) -> None:
+    """report.json, written atomically."""
+    _atomic_write_text(path, json.dumps(report, indent=2, sort_keys=False) + "\n")
+
+
+def markdown_table(points: list[dict]) -> str:
+    """One row per point with every metric of TABLE_COLUMNS."""
+    head = "| " + " | ".join(title for _, title, _ in TABLE_COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
+    rows = [head, rule]
+    for point in points:
+        cells = [fmt.format(point[key]) for key, _, fmt in TABLE_COLUMNS]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def write_markdown(path: Path, report: dict, conclusion: str) -> None:
+    """report.md: settings, training summary, the table, the plot and the conclusion."""
+    cfg = report["config"]
+    lines = [
+        "# comfy-aig demo report",
+        "",
+        f"Toy world 32x32, base UNet {report['base_model']['unet_parameters']:,} parameters (v-prediction), "
+        f"reward: {report['reward']}. {cfg['eval_images']} images per point, same prompts "
+        f"({', '.join(report['eval_prompts'])}) and seeds at every point; DDIM {cfg['steps']} steps, "
+        f"CFG {cfg['guidance_scale']}. Diversity metrics on 8x8-pooled pixels, centred on the base samples "
+        "and divided by one global scale; reference set = base samples.",
+        "",
+        "## Training",
+        "",
+    ]
+    for name, run in report["training"].items():
+        first, last = run["curve"][0], run["curve"][-1]
+        lines.append(f"- {name}: reward {first['reward_mean']:.3f} -> {last['reward_mean']:.3f}, "
+                     f"KL {first['kl']:.4f} -> {last['kl']:.4f}, {len(run['curve'])} steps, {run['seconds']:.0f} s")
+    lines += ["", "## Points", "", markdown_table(report["points"]), "", "![pareto](pareto.png)", "",
+              "## Conclusion", "", conclusion, "", f"Total time: {report['seconds_total']:.0f} s.", ""]
+    _atomic_write_text(path, "\n".join(lines))
+
+
+def pareto_plot(path: Path, points: list[dict]) -> None:
+    """pareto.png: reward vs Vendi and reward vs log-SCD (lower = closer to base), one curve per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, (key, title) in zip(axes, (("vendi", "Vendi (higher = more diverse)"),
+                                       ("scd", "SCD vs base (lower = closer to base diversity)"),
+                                       ("recall", "recall vs base (k=5)"))):
+        for method, (colour, marker) in METHOD_STYLE.items():
+            group = [p for p in points if p["method"] == method]
+            if not group:
+                continue
+            if method in ("aig", "lora-scale", "kl"):
+                group = sorted(group, key=lambda p: p["reward_mean"])
+            xs = [p[key] for p in group]
+            ys = [p["reward_mean"] for p in group]
+            ax.plot(xs, ys, marker=marker, color=colour, label=method,
+                    linestyle="-" if method in ("aig", "lora-scale", "kl") else "none")
+            for p in group:
+                if p["parameter"] is not None and method != "tuned":
+                    ax.annotate(f"{p['parameter']:g}", (p[key], p["reward_mean"]), fontsize=7,
+                                textcoords="offset points", xytext=(3, 3))
+        if key == "scd":
+            ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel(title)
+        ax.set_ylabel("reward (yellowness)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Reward vs diversity on the same prompts and seeds")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def save_grid(path: Path, images: torch.Tensor, nrow: int = 12) -> None:
+    """A PNG grid of images [N, 3, H, W] in 0..1 (upscaled 2x), written atomically."""
+    from torchvision.utils import save_image
+
+    big = torch.nn.functional.interpolate(images, scale_factor=2, mode="nearest")
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    save_image(big, tmp, nrow=nrow, padding=2, pad_value=1.0)
+    os.replace(tmp, path)
