@@ -3,6 +3,9 @@
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from .diversity import DIVERSITY_NODES
+from .evaluation import EVALUATION_NODES
+from .guider import GUIDER_NODES
 from .rewards import REWARD_NODES
 from .schedule_preview import SCHEDULE_NODES
 
@@ -12,4 +15,4 @@ class AIGExtension(ComfyExtension):
 
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*SCHEDULE_NODES, *REWARD_NODES]
+        return [*SCHEDULE_NODES, *GUIDER_NODES, *REWARD_NODES, *DIVERSITY_NODES, *EVALUATION_NODES]

@@ -1,0 +1,166 @@
+"""AIGGuider (GUIDER for SamplerCustomAdvanced) and AIGSampler (one-node KSampler-style AIG sampling)."""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import folder_paths
+import latent_preview
+
+from comfy_api.latest import io
+
+from ..core.aig import AIGError, check_tolerance
+from ..core.schedules import ScheduleError
+from .aig_guider import build_guider, resolve_tuned
+from .schedule_inputs import schedule_from_kwargs, schedule_inputs
+
+NO_LORA = "None"
+SCHEDULE_KEYS = ("schedule", "p", "switch", "centre", "width", "value", "window_start", "window_end")
+SCHEDULE_DEFAULTS = {"schedule": "power", "p": 2.0, "switch": 0.5, "centre": 0.5, "width": 0.1, "value": 1.0,
+                     "window_start": 0.0, "window_end": 1.0}
+
+
+def tuned_inputs() -> list:
+    """The three ways to give the tuned model: a MODEL input, or a LoRA file + strength."""
+    return [
+        io.Model.Input(
+            "tuned_model", optional=True,
+            tooltip="Tuned model: LoraLoader(base) output or another checkpoint of the same architecture. "
+            "Leave unconnected when a LoRA file is chosen below (neutral: unconnected).",
+        ),
+        io.Combo.Input(
+            "lora_name", options=[NO_LORA, *folder_paths.get_filename_list("loras")], default=NO_LORA,
+            tooltip="Tuned model as base + this LoRA file (from the loras folder). 'None' = use tuned_model instead.",
+        ),
+        io.Float.Input(
+            "lora_strength", default=1.0, min=-100.0, max=100.0, step=0.01,
+            tooltip="Strength of the LoRA file, as in LoraLoader (1.0 = as trained; 0 is rejected).",
+        ),
+    ]
+
+
+def tolerance_input() -> io.Float.Input:
+    return io.Float.Input(
+        "skip_tolerance", default=0.0, min=0.0, max=0.49, step=0.001, optional=True,
+        tooltip="Skip a branch whose weight is within this of 0 (and the other within it of 1). "
+        "0 = exact: skip only where the weight is exactly 0 or 1.",
+    )
+
+
+def validate_values(values: dict) -> bool | str:
+    """Check the schedule and tolerance widgets at /prompt time; linked (absent) values are checked at run time."""
+    try:
+        if all(k in values for k in ("schedule", "p", "switch", "centre", "width", "value")):
+            schedule_from_kwargs(**{k: values.get(k, SCHEDULE_DEFAULTS[k]) for k in SCHEDULE_KEYS})
+        if "skip_tolerance" in values:
+            check_tolerance(values["skip_tolerance"])
+    except (ScheduleError, AIGError) as error:
+        return str(error)
+    return True
+
+
+def make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength, skip_tolerance, values):
+    """Validated AIGCFGGuider from node inputs (raises AIGError/ScheduleError with the fix)."""
+    schedule = schedule_from_kwargs(**{k: values.get(k, SCHEDULE_DEFAULTS[k]) for k in SCHEDULE_KEYS})
+    lora_path = None if lora_name in (None, NO_LORA) else folder_paths.get_full_path_or_raise("loras", lora_name)
+    tuned = resolve_tuned(model, tuned_model=tuned_model, lora_path=lora_path, lora_strength=lora_strength)
+    return build_guider(model, positive, negative, cfg, tuned, schedule, check_tolerance(skip_tolerance))
+
+
+class AIGGuider(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AIGGuider",
+            display_name="AIG Guider (Annealed Importance Guidance)",
+            category="AIG/sampling",
+            description="Mixes the base and the tuned model at every step: (1 - g) * base + g * tuned, "
+            "g = gamma(progress). Early noisy steps follow the base (diversity), late steps the tuned model (reward).",
+            inputs=[
+                io.Model.Input("model", tooltip="Base model (the untuned checkpoint)."),
+                io.Conditioning.Input("positive", tooltip="Positive prompt, used by both models."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt, used by both models."),
+                io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="CFG scale applied to each model separately (1.0 = no guidance)."),
+                *tuned_inputs(),
+                *schedule_inputs(),
+                tolerance_input(),
+            ],
+            outputs=[io.Guider.Output()],
+        )
+
+    @classmethod
+    def validate_inputs(cls, **values):
+        return validate_values(values)
+
+    @classmethod
+    def execute(cls, model, positive, negative, cfg, lora_name, lora_strength, tuned_model=None,
+                skip_tolerance=0.0, **values) -> io.NodeOutput:
+        guider = make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength,
+                             skip_tolerance, values)
+        return io.NodeOutput(guider)
+
+
+def ksampler_sigmas(model, steps, sampler_name, scheduler, denoise):
+    """Sigmas exactly as ComfyUI's KSampler computes them (denoise and penultimate-sigma rules included)."""
+    sampler = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                      scheduler=scheduler, denoise=denoise, model_options=model.model_options)
+    return sampler.sigmas
+
+
+class AIGSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AIGSampler",
+            display_name="AIG Sampler (KSampler with Annealed Importance Guidance)",
+            category="AIG/sampling",
+            description="KSampler-style sampling with AIG: mixes base and tuned predictions by a schedule of "
+            "sampling progress. Same result as AIG Guider + SamplerCustomAdvanced with KSampler's sigmas.",
+            inputs=[
+                io.Model.Input("model", tooltip="Base model (the untuned checkpoint)."),
+                *tuned_inputs(),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed (any value; same seed = same noise as KSampler)."),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps (20 is typical)."),
+                io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="CFG scale applied to each model separately (1.0 = no guidance)."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
+                               tooltip="Sampler, as in KSampler (every sampler works: weights follow sigma)."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
+                               tooltip="Noise schedule, as in KSampler."),
+                io.Conditioning.Input("positive", tooltip="Positive prompt, used by both models."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt, used by both models."),
+                io.Latent.Input("latent_image", tooltip="Latent to denoise (an Empty Latent Image for text-to-image)."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the schedule to run (1.0 = full text-to-image)."),
+                *schedule_inputs(),
+                tolerance_input(),
+            ],
+            outputs=[io.Latent.Output()],
+        )
+
+    @classmethod
+    def validate_inputs(cls, **values):
+        return validate_values(values)
+
+    @classmethod
+    def execute(cls, model, lora_name, lora_strength, seed, steps, cfg, sampler_name, scheduler, positive,
+                negative, latent_image, denoise, tuned_model=None, skip_tolerance=0.0, **values) -> io.NodeOutput:
+        guider = make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength,
+                             skip_tolerance, values)
+        latent = latent_image.copy()
+        samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+        sigmas = ksampler_sigmas(model, steps, sampler_name, scheduler, denoise)
+        callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
+        out = guider.sample(noise, samples, comfy.samplers.sampler_object(sampler_name), sigmas,
+                            denoise_mask=latent.get("noise_mask"), callback=callback,
+                            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        latent["samples"] = out.to(comfy.model_management.intermediate_device())
+        return io.NodeOutput(latent)
+
+
+GUIDER_NODES = [AIGGuider, AIGSampler]

@@ -1,0 +1,231 @@
+"""AIG guider against a real in-process ComfyUI on the shallow SD1.5 fixture (needs COMFYUI_ROOT).
+
+Exactness claims: g == 0 and g == 1 are compared bit for bit with ComfyUI's plain CFGGuider (a skipped
+branch is never evaluated and the hook applies the same fp32 LoRA merge as LoraLoader); the three
+tuned-model inputs agree bit for bit; the p = 2 run matches a hand-mixed Euler loop to 1e-5 (the
+reference computes gamma with its own formula, so float rounding of s may differ in the last bits).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from aig_testkit.aig_sampling import (
+    SAMPLERS,
+    denoise_once,
+    load_unet,
+    make_noise,
+    plain_cfg,
+    random_conds,
+    run_guider,
+    sigmas_for,
+    with_lora,
+)
+
+pytestmark = pytest.mark.comfyui
+
+CFG = 5.0
+STRENGTH = 0.8
+
+
+@pytest.fixture(scope="module")
+def world(comfy_inprocess, sd15_checkpoint, sd15_lora):
+    """Base patcher, LoraLoader patcher, a second checkpoint copy + LoRA, conds."""
+    base = load_unet(sd15_checkpoint)
+    other = load_unet(sd15_checkpoint)  # a separate module: the 'another checkpoint' route
+    positive, negative = random_conds()
+    return {
+        "base": base,
+        "lora_model": with_lora(base, sd15_lora, STRENGTH),
+        "other_lora_model": with_lora(other, sd15_lora, STRENGTH),
+        "lora_path": str(sd15_lora),
+        "positive": positive,
+        "negative": negative,
+    }
+
+
+def _schedule(name="power", **params):
+    from comfy_aig.core.schedules import make_schedule
+
+    return make_schedule(name, **params)
+
+
+def _aig(world, tuned, schedule, noise, sigmas, sampler="euler", tolerance=0.0):
+    from comfy_aig.nodes.aig_guider import build_guider
+
+    guider = build_guider(world["base"], world["positive"], world["negative"], CFG, tuned, schedule, tolerance)
+    return run_guider(guider, noise, sigmas, sampler), guider
+
+
+def _tuned(world, how):
+    from comfy_aig.nodes.aig_guider import resolve_tuned
+
+    if how == "lora_file":
+        return resolve_tuned(world["base"], lora_path=world["lora_path"], lora_strength=STRENGTH)
+    if how == "lora_model":
+        return resolve_tuned(world["base"], tuned_model=world["lora_model"])
+    return resolve_tuned(world["base"], tuned_model=world["other_lora_model"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["lora_file", "lora_model"])
+def test_endpoints_equal_plain_cfg_bitwise(world, how):
+    noise = make_noise(2)
+    sigmas = sigmas_for(world["base"], 6)
+    base_ref = plain_cfg(world["base"], world["positive"], world["negative"], CFG, noise, sigmas)
+    tuned_ref = plain_cfg(world["lora_model"], world["positive"], world["negative"], CFG, noise, sigmas)
+    assert (base_ref - tuned_ref).abs().max() > 1e-2  # the LoRA changes the result, so the test can fail
+
+    tuned = _tuned(world, how)
+    assert tuned.route == "hook"
+    out0, guider0 = _aig(world, tuned, _schedule("constant", value=0.0), noise, sigmas)
+    assert torch.equal(out0, base_ref)
+    assert guider0.calls == {"base": 6, "tuned": 0}
+    out1, guider1 = _aig(world, tuned, _schedule("constant", value=1.0), noise, sigmas)
+    assert torch.equal(out1, tuned_ref)
+    assert guider1.calls == {"base": 0, "tuned": 6}
+
+
+@pytest.mark.slow
+def test_power_schedule_equals_hand_mixed_reference(world):
+    """p = 2 over 8 Euler steps vs an independent loop that calls both models per step and mixes by hand."""
+    noise = make_noise(2, seed=3)
+    sigmas = sigmas_for(world["base"], 8)
+    out, guider = _aig(world, _tuned(world, "lora_file"), _schedule("power", p=2.0), noise, sigmas)
+    # step 0 (t = 999) has g = 0 exactly and step 7 (t = 0) g = 1: one branch skipped on each
+    assert guider.calls == {"base": 7, "tuned": 7}
+
+    sampling = world["base"].get_model_object("model_sampling")
+    x = sampling.noise_scaling(sigmas[0], noise, torch.zeros_like(noise), max_denoise=True)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]  # float32 0-dim tensors, as k-diffusion's Euler uses
+        t = float(sampling.timestep(sigma.reshape(1))[0])
+        g = (1.0 - t / 999.0) ** 2
+        d_base = denoise_once(world["base"], world["positive"], world["negative"], CFG, x, float(sigma))
+        d_tuned = denoise_once(world["lora_model"], world["positive"], world["negative"], CFG, x, float(sigma))
+        denoised = (1.0 - g) * d_base + g * d_tuned
+        x = x + (x - denoised) / sigma * (sigma_next - sigma)
+    reference = world["base"].model.process_latent_out(x)
+    assert (out - world["base"].model.process_latent_out(x)).abs().max() <= 1e-5 * reference.abs().max()
+
+
+@pytest.mark.slow
+def test_three_tuned_inputs_agree(world):
+    noise = make_noise(2, seed=5)
+    sigmas = sigmas_for(world["base"], 5)
+    outs = {}
+    for how in ("lora_file", "lora_model", "other_checkpoint"):
+        tuned = _tuned(world, how)
+        assert tuned.route == ("model" if how == "other_checkpoint" else "hook")
+        outs[how], _ = _aig(world, tuned, _schedule("power", p=2.0), noise, sigmas)
+    assert torch.equal(outs["lora_file"], outs["lora_model"])
+    assert torch.equal(outs["lora_file"], outs["other_checkpoint"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_batch2(world, sampler):
+    """Each sampler: g == 0 equals plain CFG, and every model call is weighted by gamma(progress(sigma))."""
+    from comfy_aig.nodes.aig_guider import AIGCFGGuider
+
+    noise = make_noise(2, seed=7)
+    sigmas = sigmas_for(world["base"], 4, sampler=sampler)
+    plain = plain_cfg(world["base"], world["positive"], world["negative"], CFG, noise, sigmas, sampler)
+    out0, _ = _aig(world, _tuned(world, "lora_file"), _schedule("constant", value=0.0), noise, sigmas, sampler)
+    assert torch.equal(out0, plain)
+
+    seen = []
+    original = AIGCFGGuider._plan
+
+    def spy(self, sigma):
+        plan = original(self, sigma)
+        seen.append((sigma.clone(), plan))
+        return plan
+
+    AIGCFGGuider._plan = spy
+    try:
+        out, _ = _aig(world, _tuned(world, "lora_file"), _schedule("power", p=2.0), noise, sigmas, sampler)
+    finally:
+        AIGCFGGuider._plan = original
+    assert out.shape == noise.shape and torch.isfinite(out).all()
+    sampling = world["base"].get_model_object("model_sampling")
+    for sigma, plan in seen:
+        assert sigma.shape == (2,)
+        s = 1.0 - float(sampling.timestep(sigma[:1])[0]) / 999.0
+        assert math.isclose(plan.weights[0], min(max(s, 0.0), 1.0) ** 2, abs_tol=1e-9)
+    assert any(0.0 < plan.weights[0] < 1.0 for _, plan in seen)
+
+
+@pytest.mark.slow
+def test_weights_restored_after_sampling(world):
+    noise = make_noise(1, seed=11)
+    sigmas = sigmas_for(world["base"], 4)
+    before_state = {k: v.clone() for k, v in world["base"].model.state_dict().items()}
+    before = plain_cfg(world["base"], world["positive"], world["negative"], CFG, noise, sigmas)
+    for how in ("lora_file", "lora_model", "other_checkpoint"):
+        _aig(world, _tuned(world, how), _schedule("power", p=2.0), noise, sigmas)
+        after_state = world["base"].model.state_dict()
+        assert all(torch.equal(before_state[k], after_state[k]) for k in before_state), how
+    after = plain_cfg(world["base"], world["positive"], world["negative"], CFG, noise, sigmas)
+    assert torch.equal(before, after)
+
+
+def test_window_runs_one_branch_outside(world):
+    """A 20% window: base-only steps before it, tuned-only after, both inside."""
+    noise = make_noise(1, seed=13)
+    sigmas = sigmas_for(world["base"], 10)
+    _, guider = _aig(world, _tuned(world, "lora_file"), _schedule("linear", start=0.4, end=0.6), noise, sigmas)
+    both = guider.calls["base"] + guider.calls["tuned"] - 10
+    assert guider.calls["base"] < 10 and guider.calls["tuned"] < 10
+    assert 1 <= both <= 3
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_lora_matching_no_keys_is_an_error(world, tmp_path):
+    from safetensors.torch import save_file
+
+    from comfy_aig.core.aig import AIGError
+    from comfy_aig.nodes.aig_guider import resolve_tuned
+
+    bogus = tmp_path / "bogus_lora.safetensors"
+    save_file({"lora_unet_nowhere_to_q.lora_down.weight": torch.zeros(4, 8),
+               "lora_unet_nowhere_to_q.lora_up.weight": torch.zeros(8, 4)}, str(bogus))
+    with pytest.raises(AIGError, match="matches none of the model's weights"):
+        resolve_tuned(world["base"], lora_path=str(bogus), lora_strength=1.0)
+    unmatched_model = with_lora(world["base"], bogus, 1.0)
+    with pytest.raises(AIGError, match="no weight patches beyond the base"):
+        resolve_tuned(world["base"], tuned_model=unmatched_model)
+
+
+def test_exactly_one_tuned_input(world):
+    from comfy_aig.core.aig import AIGError
+    from comfy_aig.nodes.aig_guider import resolve_tuned
+
+    with pytest.raises(AIGError, match="exactly one tuned model"):
+        resolve_tuned(world["base"])
+    with pytest.raises(AIGError, match="exactly one tuned model"):
+        resolve_tuned(world["base"], tuned_model=world["lora_model"], lora_path=world["lora_path"])
+    with pytest.raises(AIGError, match="strength is 0"):
+        resolve_tuned(world["base"], lora_path=world["lora_path"], lora_strength=0.0)
+
+
+def test_other_architecture_is_an_error(world, tmp_path):
+    from aig_testkit.sd_fixtures import SHALLOW_SD15_UNET, unet_to_ldm
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from comfy_aig.core.aig import AIGError
+    from comfy_aig.nodes.aig_guider import resolve_tuned
+
+    config = dict(SHALLOW_SD15_UNET, layers_per_block=2)
+    unet = UNet2DConditionModel(**config)
+    path = tmp_path / "deeper_unet.safetensors"
+    save_file({k: v.detach().half().contiguous() for k, v in unet_to_ldm(unet).items()}, str(path))
+    deeper = load_unet(path)
+    with pytest.raises(AIGError, match="architecture"):
+        resolve_tuned(world["base"], tuned_model=deeper)
