@@ -204,3 +204,39 @@ def _merge(label: str, records: list[EvalRecord]) -> LabelData:
     missing = sum(r.features.shape[0] for r in records if r.scores is None)
     keys = [key for r in records for key in r.keys()]
     return LabelData(label, features, scores, keys, len(records), missing)
+
+
+PROMPT_LIST_SUFFIXES = (".txt", ".tsv")
+
+
+def parse_prompt_list(text: str, tsv: bool = False) -> list[str]:
+    """Prompts of a list file: one per line (blank and '#' lines skipped); a .tsv uses its 'Prompt' column."""
+    lines = text.splitlines()
+    if tsv:
+        header = [h.strip().lower() for h in lines[0].split("\t")] if lines else []
+        if "prompt" not in header:
+            raise EvalSetError("a .tsv prompt list needs a header row with a 'Prompt' column (PartiPrompts layout).")
+        column = header.index("prompt")
+        cells = [line.split("\t") for line in lines[1:]]
+        prompts = [c[column].strip() for c in cells if len(c) > column]
+    else:
+        prompts = [line.strip() for line in lines if not line.lstrip().startswith("#")]
+    prompts = [p for p in prompts if p]
+    if not prompts:
+        raise EvalSetError("the prompt list is empty; write one prompt per line.")
+    return prompts
+
+
+def read_prompt_list(path: Path | str) -> list[str]:
+    """Prompts of a .txt (one per line) or .tsv (column 'Prompt') file, UTF-8."""
+    path = Path(path)
+    if path.suffix.lower() not in PROMPT_LIST_SUFFIXES:
+        raise EvalSetError(f"{path.name}: prompt lists must be .txt (one prompt per line) or .tsv files.")
+    return parse_prompt_list(path.read_text(encoding="utf-8-sig"), tsv=path.suffix.lower() == ".tsv")
+
+
+def prompt_at(prompts: list[str], index: int) -> tuple[str, int, int]:
+    """(prompt, line index, pass) for a run index: runs wrap around the list, pass counts the wraps."""
+    if index < 0:
+        raise EvalSetError(f"run index must be >= 0, got {index}.")
+    return prompts[index % len(prompts)], index % len(prompts), index // len(prompts)

@@ -131,3 +131,37 @@ def test_atomic_write_replaces_existing_file(tmp_path):
     target.write_text("old")
     es.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["report.json"]
+
+
+def test_prompt_lists_txt_and_partiprompts_tsv(tmp_path):
+    txt = tmp_path / "p.txt"
+    txt.write_text("# my prompts\na red circle\n\n  a blue square  \n", encoding="utf-8")
+    assert es.read_prompt_list(txt) == ["a red circle", "a blue square"]
+    tsv = tmp_path / "parti.tsv"
+    tsv.write_text("Prompt\tCategory\nbond\tAbstract\nan owl\tAnimals\n", encoding="utf-8")
+    prompts = es.read_prompt_list(tsv)
+    assert prompts == ["bond", "an owl"]
+    assert es.prompt_at(prompts, 0) == ("bond", 0, 0) and es.prompt_at(prompts, 3) == ("an owl", 1, 1)
+
+
+def test_shared_partiprompts_file_parses():
+    from pathlib import Path
+
+    parti = Path(__file__).resolve().parents[2] / "shared" / "data" / "PartiPrompts.tsv"
+    if not parti.is_file():
+        pytest.skip(f"{parti} is not present on this machine")
+    prompts = es.read_prompt_list(parti)
+    assert len(prompts) > 1600 and prompts[0] == "bond"
+
+
+def test_bad_prompt_lists_are_refused(tmp_path):
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    with pytest.raises(es.EvalSetError, match="empty"):
+        es.read_prompt_list(tmp_path / "empty.txt")
+    (tmp_path / "noheader.tsv").write_text("a\tb\n")
+    with pytest.raises(es.EvalSetError, match="'Prompt' column"):
+        es.read_prompt_list(tmp_path / "noheader.tsv")
+    with pytest.raises(es.EvalSetError, match=".txt"):
+        es.read_prompt_list(tmp_path / "x.json")
+    with pytest.raises(es.EvalSetError, match=">= 0"):
+        es.prompt_at(["a"], -1)
