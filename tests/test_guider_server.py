@@ -1,0 +1,197 @@
+"""AIGGuider / AIGSampler through a real ComfyUI server: schema, workflows, /prompt errors, KSampler parity."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from aig_testkit.comfy import install_model
+from aig_testkit.workflow_api import node_types, ui_to_api
+
+pytestmark = pytest.mark.comfyui
+
+WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("aig_*.json"))
+SCHEDULE = {"schedule": "power", "p": 2.0, "switch": 0.5, "centre": 0.5, "width": 0.1, "value": 1.0,
+            "window_start": 0.0, "window_end": 1.0, "skip_tolerance": 0.0}
+
+
+@pytest.fixture(scope="module")
+def names(comfy_server, sd15_checkpoint, sd15_lora, tmp_path_factory):
+    """Fixture files installed in the server's folders; returns their names."""
+    bogus = tmp_path_factory.mktemp("bogus") / "aig_bogus_lora.safetensors"
+    save_file({"lora_unet_nowhere_to_q.lora_down.weight": torch.zeros(4, 8),
+               "lora_unet_nowhere_to_q.lora_up.weight": torch.zeros(8, 4)}, str(bogus))
+    return {
+        "ckpt": install_model(comfy_server, "checkpoints", sd15_checkpoint),
+        "ckpt_copy": install_model(comfy_server, "checkpoints", sd15_checkpoint, "aig_tiny_sd15_copy.safetensors"),
+        "lora": install_model(comfy_server, "loras", sd15_lora),
+        "bogus": install_model(comfy_server, "loras", bogus),
+    }
+
+
+@pytest.fixture(scope="module")
+def info(comfy_server, names):
+    return comfy_server.object_info()  # after install, so the loras list holds the fixtures
+
+
+def _base_prompt(ckpt, seed=1, batch=1):
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": batch}},
+    }
+
+
+def _aig_sampler(model, tuned=None, lora="None", seed=1, steps=4, **schedule):
+    inputs = {"model": model, "lora_name": lora, "lora_strength": 0.8, "seed": seed, "steps": steps, "cfg": 5.0,
+              "sampler_name": "euler", "scheduler": "normal", "positive": ["2", 0], "negative": ["3", 0],
+              "latent_image": ["4", 0], "denoise": 1.0, **SCHEDULE, **schedule}
+    if tuned is not None:
+        inputs["tuned_model"] = tuned
+    return {"class_type": "AIGSampler", "inputs": inputs}
+
+
+def _save_latent(node, prefix):
+    return {"class_type": "SaveLatent", "inputs": {"samples": [node, 0], "filename_prefix": prefix}}
+
+
+def _latent(server, entry, node_id) -> torch.Tensor:
+    files = entry["outputs"][node_id]["latents"]
+    return load_file(str(server.output_file(files[0])))["latent_tensor"]
+
+
+def test_nodes_registered_with_tooltips(info):
+    for node in ("AIGGuider", "AIGSampler"):
+        assert node in info, f"{node} missing from /object_info"
+        spec = info[node]
+        assert spec["category"].startswith("AIG/")
+        for section in ("required", "optional"):
+            for name, config in spec["input"].get(section, {}).items():
+                assert config[1].get("tooltip"), f"{node}.{name} has no tooltip"
+    assert info["AIGGuider"]["output"] == ["GUIDER"]
+    assert info["AIGSampler"]["output"] == ["LATENT"]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_nodes_exist_and_convert(info, path):
+    workflow = json.loads(path.read_text())
+    missing = node_types(workflow) - set(info)
+    assert not missing, f"{path.name} uses node types this ComfyUI lacks: {missing}"
+    prompt = ui_to_api(workflow, info)
+    assert {n["class_type"] for n in prompt.values()} == node_types(workflow)
+    aig = [n for n in prompt.values() if n["class_type"].startswith("AIG")]
+    assert aig and all(n["inputs"]["schedule"] == "power" and n["inputs"]["p"] == 2.0 for n in aig)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_runs(comfy_server, names, info, path):
+    """The converted workflow runs on the fixture once model names, size and steps are made tiny."""
+    prompt = ui_to_api(json.loads(path.read_text()), info)
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if "ckpt_name" in inputs:
+            inputs["ckpt_name"] = names["ckpt"]
+        if inputs.get("lora_name", "None") != "None":
+            inputs["lora_name"] = names["lora"]
+        if node["class_type"] == "EmptyLatentImage":
+            inputs.update(width=32, height=32, batch_size=1)
+        if "steps" in inputs:
+            inputs["steps"] = 3
+        for key in ("seed", "noise_seed"):
+            if key in inputs:
+                inputs[key] = uuid.uuid4().int % 10**9  # defeat ComfyUI's result cache
+    entry = comfy_server.run(prompt)
+    saved = [o for o in entry["outputs"].values() if "images" in o]
+    assert saved and all(comfy_server.output_file(o["images"][0]).is_file() for o in saved)
+
+
+@pytest.mark.slow
+def test_aig_sampler_endpoints_match_ksampler(comfy_server, names):
+    """AIGSampler at g == 0 equals KSampler(base), at g == 1 equals KSampler(LoraLoaderModelOnly), bit for bit."""
+    seed = uuid.uuid4().int % 10**9
+    prompt = _base_prompt(names["ckpt"])
+    ksampler = {"seed": seed, "steps": 4, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+                "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "denoise": 1.0}
+    prompt.update({
+        "5": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": names["lora"],
+                                                               "strength_model": 0.8}},
+        "6": {"class_type": "KSampler", "inputs": {"model": ["1", 0], **ksampler}},
+        "7": {"class_type": "KSampler", "inputs": {"model": ["5", 0], **ksampler}},
+        "8": _aig_sampler(["1", 0], lora=names["lora"], seed=seed, schedule="constant", value=0.0),
+        "9": _aig_sampler(["1", 0], tuned=["5", 0], seed=seed, schedule="constant", value=1.0),
+    })
+    for node in ("6", "7", "8", "9"):
+        prompt[f"s{node}"] = _save_latent(node, f"aig_test/parity_{node}")
+    entry = comfy_server.run(prompt)
+    base, tuned = _latent(comfy_server, entry, "s6"), _latent(comfy_server, entry, "s7")
+    assert (base - tuned).abs().max() > 1e-3
+    assert torch.equal(_latent(comfy_server, entry, "s8"), base)
+    assert torch.equal(_latent(comfy_server, entry, "s9"), tuned)
+
+
+def _guider_prompt(names, **overrides):
+    prompt = _base_prompt(names["ckpt"])
+    inputs = {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 5.0,
+              "lora_name": names["lora"], "lora_strength": 1.0, **SCHEDULE}
+    inputs.update(overrides)
+    prompt["5"] = {"class_type": "AIGGuider", "inputs": inputs}
+    prompt["6"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+    prompt["7"] = {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal", "steps": 2,
+                                                              "denoise": 1.0}}
+    prompt["8"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": uuid.uuid4().int % 10**9}}
+    prompt["9"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["8", 0], "guider": ["5", 0], "sampler": ["6", 0], "sigmas": ["7", 0], "latent_image": ["4", 0]}}
+    prompt["10"] = _save_latent("9", "aig_test/guider")
+    return prompt
+
+
+def _rejected(server, prompt) -> str:
+    response = server.submit(prompt)
+    assert response.status_code == 400, response.text[:2000]
+    return response.text
+
+
+def test_window_start_after_end_rejected_at_prompt(comfy_server, names):
+    text = _rejected(comfy_server, _guider_prompt(names, window_start=0.8, window_end=0.3))
+    assert "window start (0.8) must be below window end (0.3)" in text
+
+
+def test_non_positive_p_rejected_at_prompt(comfy_server, names):
+    text = _rejected(comfy_server, _guider_prompt(names, p=0.0))
+    assert "smaller than min of 0.01" in text and '"details": "p"' in text
+
+
+def test_bad_tolerance_rejected_at_prompt(comfy_server, names):
+    text = _rejected(comfy_server, _guider_prompt(names, skip_tolerance=0.7))
+    assert "skip_tolerance" in text
+
+
+def test_lora_matching_no_keys_is_a_node_error(comfy_server, names):
+    message = comfy_server.execution_error(_guider_prompt(names, lora_name=names["bogus"]))
+    assert "AIGGuider" in message and "matches none of the model's weights" in message
+
+
+def test_both_tuned_inputs_is_a_node_error(comfy_server, names):
+    prompt = _guider_prompt(names)
+    prompt["5"]["inputs"]["tuned_model"] = ["1", 0]
+    message = comfy_server.execution_error(prompt)
+    assert "exactly one tuned model" in message
+
+
+@pytest.mark.slow
+def test_separate_checkpoint_route_runs(comfy_server, names):
+    """A tuned MODEL from another loaded checkpoint (same architecture) runs through the separate-model route."""
+    prompt = _guider_prompt(names, lora_name="None")
+    prompt["11"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": names["ckpt_copy"]}}
+    prompt["12"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["11", 0], "lora_name": names["lora"],
+                                                                    "strength_model": 1.0}}
+    prompt["5"]["inputs"]["tuned_model"] = ["12", 0]
+    entry = comfy_server.run(prompt)
+    assert torch.isfinite(_latent(comfy_server, entry, "10")).all()
