@@ -11,6 +11,7 @@ import sys
 # Modules listed here must import nothing heavy at module level (help must stay fast).
 COMMANDS = {
     "schedule": ("training.schedule_cli", "Print the AIG weight gamma(s) of a schedule at each sampling step."),
+    "train": ("training.train_cli", "DRaFT LoRA finetuning of SD1.x/SDXL on a differentiable reward (KL, resume, torchrun)."),
     "demo": ("training.demo.demo_cli", "CPU demo: DRaFT reward hacking on a toy world and the AIG reward-diversity front."),
 }
 
