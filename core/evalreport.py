@@ -126,8 +126,8 @@ def plot_tradeoff(rows: list[dict], x_metric: str = "vendi", y_metric: str = "re
                          HIGHER_IS_BETTER[y_metric])
     ax.scatter([usable[i][x_metric] for i in front], [usable[i][y_metric] for i in front], s=160,
                facecolors="none", edgecolors="black", label="Pareto front")
-    better = "higher" if HIGHER_IS_BETTER[x_metric] else "lower"
-    ax.set_xlabel(f"{x_metric} vs reference ({better} = more diverse)")
+    better = "higher = more diverse" if HIGHER_IS_BETTER[x_metric] else "lower = closer to the reference"
+    ax.set_xlabel(f"{x_metric} vs reference ({better})")
     ax.set_ylabel(y_metric)
     ax.set_title(title or f"{y_metric} vs {x_metric}")
     ax.grid(True, alpha=0.3)
