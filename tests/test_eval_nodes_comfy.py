@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from aig_testkit.comfy import ComfyServer
 from aig_testkit.reward_fixtures import build_pickscore_dir
@@ -136,3 +137,50 @@ def test_killed_comfyui_keeps_every_completed_run(comfy_root, tmp_path):
     records = evalset.EvalSet(base / "output" / "aig_eval", "crash").records()
     assert len(records) == completed + 1  # every run completed before the kill, plus the new one
     assert all(np.isfinite(r.features).all() and r.features.shape == (4, 48) for r in records)
+
+
+def noisy_features(node_id, seed, strength, source_inputs):
+    """Three nodes: 6 noisy grey images -> AIGImageFeatures with the given source inputs."""
+    return {
+        f"{node_id}a": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 6,
+                                                                "color": 0x808080}},
+        f"{node_id}b": {"class_type": "ImageAddNoise", "inputs": {"image": [f"{node_id}a", 0], "seed": seed,
+                                                                  "strength": strength}},
+        node_id: {"class_type": "AIGImageFeatures", "inputs": {"image": [f"{node_id}b", 0], **source_inputs}},
+    }
+
+
+def test_diversity_node_in_a_workflow(server):
+    pixels = {"source": "pixels", "pixel_size": 4}
+    prompt = {**noisy_features("10", 1, 0.6, pixels), **noisy_features("20", 2, 0.1, pixels),
+              "30": {"class_type": "AIGDiversity", "inputs": {"features": ["20", 0], "reference": ["10", 0], "k": 3}}}
+    text = server.run(prompt)["outputs"]["30"]["text"][0]
+    values = dict(line.split(": ") for line in text.splitlines())
+    assert float(values["scd"]) > 0 and float(values["vendi"]) < float(values["vendi_ref"])
+    assert 0 <= float(values["recall"]) < 1
+
+
+def test_prompt_list_wraps_around_with_a_pass_counter(server):
+    server.run(workflow("wrap", "base", 4, 7, 0.5, reward=False))  # 3 prompts: index 4 -> line 1, pass 1
+    (record,) = evalset.EvalSet(server.base_dir / "output" / "aig_eval", "wrap").records()
+    assert record.prompts[0] == "a blue square"
+
+
+@pytest.mark.slow
+def test_inception_loader_and_features_in_a_workflow(server):
+    from safetensors.torch import save_file
+
+    from comfy_aig.core.features import FEATURE_DIM, build_fid_inception
+
+    target = server.model_path("inception", "pt_inception_random.safetensors")
+    if not target.exists():
+        torch.manual_seed(0)
+        save_file({k: v.contiguous() for k, v in build_fid_inception().state_dict().items()}, str(target))
+    assert "pt_inception_random.safetensors" in str(server.object_info()["AIGInceptionLoader"]["input"])
+    prompt = {"1": {"class_type": "AIGInceptionLoader", "inputs": {"weights": "pt_inception_random.safetensors"}},
+              **noisy_features("10", 3, 0.5, {"source": "connected model", "pixel_size": 16, "inception": ["1", 0]}),
+              "20": {"class_type": "AIGEvalCollect", "inputs": {"features": ["10", 0], "set_name": "inception",
+                                                                "label": "base", "prompt": "p", "seed": 3}}}
+    server.run(prompt)
+    (record,) = evalset.EvalSet(server.base_dir / "output" / "aig_eval", "inception").records()
+    assert record.features.shape == (6, FEATURE_DIM) and record.feature_source == f"inception:pool3:{FEATURE_DIM}"
