@@ -8,7 +8,6 @@ import comfy.samplers
 import comfy.utils
 import folder_paths
 import latent_preview
-
 from comfy_api.latest import io
 
 from ..core.aig import AIGError, check_tolerance

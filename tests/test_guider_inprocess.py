@@ -215,10 +215,10 @@ def test_exactly_one_tuned_input(world):
 
 
 def test_other_architecture_is_an_error(world, tmp_path):
-    from aig_testkit.sd_fixtures import SHALLOW_SD15_UNET, unet_to_ldm
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
 
+    from aig_testkit.sd_fixtures import SHALLOW_SD15_UNET, unet_to_ldm
     from comfy_aig.core.aig import AIGError
     from comfy_aig.nodes.aig_guider import resolve_tuned
 
