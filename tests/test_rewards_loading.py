@@ -85,6 +85,16 @@ def test_open_clip_sidecar_and_safetensors(root):
     assert model.kind == "hpsv2.1" and model.backbone.image_size == 224
 
 
+def test_open_clip_directory_with_aesthetic_head(root):
+    d = root / "open_clip_dir"
+    build_hps_file(d / "open_clip_model.safetensors")
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_OPEN_CLIP_CFG}))
+    assert load_reward_model(d).kind == "clipscore"
+    build_aesthetic_head(d / "aesthetic.safetensors")
+    model = load_reward_model(d)
+    assert model.kind == "aesthetic" and model.score(torch.rand(2, 3, 40, 50), None).shape == (2,)
+
+
 def test_known_open_clip_architecture_is_matched_from_shapes():
     import open_clip
 

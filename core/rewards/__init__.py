@@ -4,6 +4,13 @@ Contract (``base.RewardModel``): ``score(images, prompts) -> Tensor[B]`` for ima
 float in 0..1 of any size and ``B`` prompt strings, differentiable w.r.t. the pixels;
 ``image_features(images) -> Tensor[B, D]``. ``load_reward_model`` reads local files only
 (transformers / open_clip are imported inside the builders, never at import time).
+
+- ``image_features`` returns the L2-normalised projected CLIP image embedding (float32).
+- Subclass ``RewardModel`` for a custom reward: implement ``score_batch(images, prompts)`` and
+  ``features_batch(images)`` on one chunk; validation, chunking and dtype handling come for free.
+- ``tokenizer.build_clip_tokenizer()`` gives an offline transformers ``CLIPTokenizer`` built from
+  open_clip's bundled BPE vocabulary (also right for the SD1.x / SDXL CLIP text encoders).
+- Layouts, auto-detection and errors: ``loading.py``; preprocessing: ``preprocess.py``.
 """
 
 from .base import RewardInputError, RewardModel

@@ -42,8 +42,8 @@ class HFClipBackbone(torch.nn.Module):
         return self.model.visual_projection(pooled).float()
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """Prompts -> projected text embedding [b, D] float32 (max_length padding, truncation at the context)."""
-        tok = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.context_length,
+        """Prompts -> projected text embedding [b, D] float32 (pad to the longest: causal mask, EOS pooling)."""
+        tok = self.tokenizer(prompts, padding="longest", truncation=True, max_length=self.context_length,
                              return_tensors="pt")
         device = self.model.logit_scale.device
         pooled = self.model.text_model(input_ids=tok["input_ids"].to(device),
