@@ -54,6 +54,8 @@ def pixel_features(image: torch.Tensor, size: int) -> torch.Tensor:
 
 def extract_features(image, source, pixel_size, reward_model=None, clip_vision=None, inception=None) -> FeatureBatch:
     """Features of IMAGE [B, H, W, C] from exactly one connected model, or from pixels."""
+    if source not in SOURCES:
+        raise ValueError(f"source {source!r} is not one of {list(SOURCES)}.")
     if source == "pixels":
         return FeatureBatch(pixel_features(image, pixel_size).cpu(), f"pixels:{pixel_size}")
     connected = {name: m for name, m in
@@ -108,6 +110,13 @@ class AIGImageFeatures(io.ComfyNode):
             ],
             outputs=[FeaturesType.Output(display_name="features")],
         )
+
+    @classmethod
+    def validate_inputs(cls, source=None):
+        """V3 combos are not checked by ComfyUI 0.3.6x: refuse unknown sources at queue time."""
+        if source is not None and source not in SOURCES:
+            return f"source {source!r} is not one of {list(SOURCES)}."
+        return True
 
     @classmethod
     def execute(cls, image, source, pixel_size, reward_model=None, clip_vision=None, inception=None) -> io.NodeOutput:

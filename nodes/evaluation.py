@@ -11,7 +11,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..core.diversity import METRIC_KEYS
-from ..core.evalreport import HIGHER_IS_BETTER, evaluate_labels, why_not_plottable, write_report
+from ..core.evalreport import evaluate_labels, why_not_plottable, write_report
 from ..core.evalset import (
     PROMPT_LIST_SUFFIXES,
     EvalRecord,
@@ -25,6 +25,7 @@ from .diversity import FeaturesType, RewardModelType, reward_module, to_nchw
 
 EVAL_SUBFOLDER = "aig_eval"  # under ComfyUI's output folder
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+PLOT_METRICS = tuple(m for m in METRIC_KEYS if m != "vendi_ref")
 
 
 def eval_root() -> Path:
@@ -140,7 +141,8 @@ class AIGEvalCollect(io.ComfyNode):
         return float("nan")
 
     @classmethod
-    def validate_inputs(cls, set_name=None, label=None, **_):
+    def validate_inputs(cls, set_name=None, label=None):
+        """Only these two (no **kwargs), so ComfyUI still range-checks every other widget."""
         try:
             if set_name is not None:
                 check_set_name(set_name)
@@ -194,7 +196,7 @@ class AIGEvalReport(io.ComfyNode):
                                 "and seeds ('base')."),
                 io.Int.Input("k", default=5, min=1, max=100,
                              tooltip="Neighbours for precision/recall (5 as in the paper)."),
-                io.Combo.Input("x_metric", options=[m for m in METRIC_KEYS if m != "vendi_ref"], default="scd",
+                io.Combo.Input("x_metric", options=list(PLOT_METRICS), default="scd",
                                tooltip="Diversity metric on the plot's x axis (SCD is the paper's; lower = closer "
                                "to the reference's diversity)."),
             ],
@@ -212,14 +214,15 @@ class AIGEvalReport(io.ComfyNode):
         return (set_name, reference_label, k, x_metric, records)
 
     @classmethod
-    def validate_inputs(cls, set_name=None, x_metric=None, **_):
+    def validate_inputs(cls, set_name=None, x_metric=None):
+        """Named inputs only (no **kwargs) so ComfyUI still range-checks k; V3 combos are checked here."""
         try:
             if set_name is not None:
                 check_set_name(set_name)
         except EvalSetError as error:
             return str(error)
-        if x_metric is not None and x_metric not in HIGHER_IS_BETTER:
-            return f"x_metric must be one of {sorted(HIGHER_IS_BETTER)}"
+        if x_metric is not None and x_metric not in PLOT_METRICS:
+            return f"x_metric {x_metric!r} is not one of {list(PLOT_METRICS)}."
         return True
 
     @classmethod

@@ -59,6 +59,7 @@ def set_dir(server, name):
     return server.base_dir / "output" / "aig_eval" / name
 
 
+@pytest.mark.slow
 def test_queue_collects_every_run_and_reports_all_labels(server):
     runs = [("base", 0.6), ("lora:1.0", 0.05), ("aig:p=2", 0.3)]
     entries = []
@@ -184,3 +185,22 @@ def test_inception_loader_and_features_in_a_workflow(server):
     server.run(prompt)
     (record,) = evalset.EvalSet(server.base_dir / "output" / "aig_eval", "inception").records()
     assert record.features.shape == (6, FEATURE_DIM) and record.feature_source == f"inception:pool3:{FEATURE_DIM}"
+
+
+def rejected_nodes(response) -> dict:
+    """node_errors of a /prompt answer (400 when no output survives, 200 with errors when another output does)."""
+    body = response.json()
+    return body.get("node_errors", {}) if response.status_code in (200, 400) else {"status": response.status_code}
+
+
+def test_widget_ranges_and_combos_are_still_validated(server):
+    bad_metric = workflow("valid", "base", 0, 1, 0.5, reward=False)
+    bad_metric["7"]["inputs"]["x_metric"] = "not_a_metric"
+    errors = rejected_nodes(server.submit(bad_metric))
+    assert "not one of" in json.dumps(errors["7"])
+    bad_k = workflow("valid", "base", 0, 1, 0.5, reward=False, k=0)
+    assert "smaller than min" in json.dumps(rejected_nodes(server.submit(bad_k))["7"])
+    bad_source = workflow("valid", "base", 0, 1, 0.5, reward=False)
+    bad_source["5"]["inputs"]["source"] = "magic"
+    response = server.submit(bad_source)
+    assert response.status_code == 400 and "not one of" in response.text
