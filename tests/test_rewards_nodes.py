@@ -166,3 +166,35 @@ def test_rank_reorders_latents_with_images(comfy_inprocess):
     with pytest.raises(ValueError, match="latent batch 4 does not match image batch 2"):
         rank(images[:2], [1.0, 2.0], 1, latent)
     assert prompts_for_batch("a\n\nb\n", True, 2) == ["a", "b"] and prompts_for_batch("x", False, 3) == ["x"] * 3
+
+
+def test_loader_cache_listing_and_progress_inprocess(comfy_inprocess, tmp_path, monkeypatch):
+    import comfy.utils
+    import folder_paths
+
+    from comfy_aig.nodes import reward_loader
+    from comfy_aig.nodes.rewards import score_images
+
+    build_hps_file(tmp_path / "HPS_v2_tiny.pt", sidecar=True)
+    build_aesthetic_head(tmp_path / "stray" / "head.pth")  # files in plain subfolders are listed as files
+    (tmp_path / "clipdir").mkdir()
+    (tmp_path / "clipdir" / "config.json").write_text("{}")
+    (tmp_path / "clipdir" / "model.safetensors").write_bytes(b"")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "reward_models", ([str(tmp_path)], {".pt", ".pth",
+                                                                                                   ".safetensors"}))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    assert reward_loader.list_reward_models() == ["HPS_v2_tiny.pt", "clipdir/", "stray/head.pth"]
+
+    first = reward_loader.get_reward_handle("HPS_v2_tiny.pt", "auto", "cpu", "auto")
+    assert reward_loader.get_reward_handle("HPS_v2_tiny.pt", "auto", "cpu", "auto") is first  # cached across runs
+    other = reward_loader.get_reward_handle("HPS_v2_tiny.pt", "clipscore", "cpu", "fp32")
+    assert other is not first and other.kind == "clipscore" and list(reward_loader._CACHE.values()) == [other]
+
+    calls = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        calls.append((value, total)))
+    images = torch.rand(5, 40, 40, 3)
+    scores = score_images(other, images, ["p"] * 5, chunk_size=2)
+    assert calls == [(2, 5), (4, 5), (5, 5)] and other.model.progress is None
+    expected = load_reward_model(tmp_path / "HPS_v2_tiny.pt", kind="clipscore").score(images.permute(0, 3, 1, 2), ["p"] * 5)
+    torch.testing.assert_close(scores, expected)
