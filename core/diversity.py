@@ -76,11 +76,42 @@ def scd_from_spectra(lam_ref: np.ndarray, lam_other: np.ndarray, log: bool = Fal
     return float(np.sum((lam_ref - lam_other) ** 2))
 
 
+class _Moments:
+    """Mean [D] and scaled centred samples A = (X - mu) / sqrt(N - 1) [N, D], so the covariance is A^T A."""
+
+    def __init__(self, x: np.ndarray):
+        self.n, self.d = x.shape
+        self.mu = x.mean(axis=0)
+        self.a = (x - self.mu) / np.sqrt(self.n - 1)
+
+    def spectrum(self) -> np.ndarray:
+        """Covariance eigenvalues [D], descending; via the N x N Gram A A^T (zero-padded) when N <= D."""
+        if self.n <= self.d:
+            lam = np.zeros(self.d)
+            gram = self.a @ self.a.T
+            lam[: self.n] = sorted_spectrum((gram + gram.T) * 0.5)
+            return lam
+        return sorted_spectrum(self.cov())
+
+    def cov(self) -> np.ndarray:
+        cov = self.a.T @ self.a
+        return (cov + cov.T) * 0.5
+
+
+def _frechet(m1: _Moments, m2: _Moments) -> float:
+    """FID from moments; tr (C1 C2)^1/2 = nuclear norm of A1 A2^T when both sets have N <= D (no D x D work)."""
+    if max(m1.n, m2.n) > m1.d:
+        return frechet_from_stats(m1.mu, m1.cov(), m2.mu, m2.cov())
+    tr_sqrt = np.linalg.svd(m1.a @ m2.a.T, compute_uv=False).sum()
+    diff = m1.mu - m2.mu
+    value = diff @ diff + np.sum(m1.a**2) + np.sum(m2.a**2) - 2.0 * tr_sqrt
+    return float(max(value, 0.0))
+
+
 def spectral_covariance_distance(ref, other, log: bool = False) -> float:
     """Spectral Covariance Distance (Jena et al. 2024, sec. 5): squared distance of sorted covariance spectra."""
     ref, other = _check_pair(ref, other)
-    return scd_from_spectra(sorted_spectrum(mean_and_covariance(ref)[1]),
-                            sorted_spectrum(mean_and_covariance(other)[1]), log=log)
+    return scd_from_spectra(_Moments(ref).spectrum(), _Moments(other).spectrum(), log=log)
 
 
 def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
@@ -109,7 +140,7 @@ def frechet_from_stats(mu1, cov1, mu2, cov2) -> float:
 def frechet_distance(ref, other) -> float:
     """Frechet distance between Gaussians fitted to the two sets (FID, Heusel et al. 2017, eq. 6)."""
     ref, other = _check_pair(ref, other)
-    return frechet_from_stats(*mean_and_covariance(ref), *mean_and_covariance(other))
+    return _frechet(_Moments(ref), _Moments(other))
 
 
 def _row_chunks(n: int, chunk: int = CHUNK_ROWS):
@@ -180,16 +211,15 @@ def mean_pairwise_cosine_distance(features) -> float:
 
 
 def diversity_metrics(ref, other, k: int = 5) -> dict[str, float]:
-    """Every metric of `other` against the reference set `ref` (covariances shared between SCD and FID)."""
+    """Every metric of `other` against the reference set `ref` (moments shared between SCD and FID)."""
     ref, other = _check_pair(ref, other)
-    mu_r, cov_r = mean_and_covariance(ref)
-    mu_o, cov_o = mean_and_covariance(other)
-    lam_r, lam_o = sorted_spectrum(cov_r), sorted_spectrum(cov_o)
+    m_ref, m_other = _Moments(ref), _Moments(other)
+    lam_r, lam_o = m_ref.spectrum(), m_other.spectrum()
     precision, recall = precision_recall(ref, other, k=k)
     return {
         "scd": scd_from_spectra(lam_r, lam_o),
         "log_scd": scd_from_spectra(lam_r, lam_o, log=True),
-        "fid": frechet_from_stats(mu_r, cov_r, mu_o, cov_o),
+        "fid": _frechet(m_ref, m_other),
         "precision": precision,
         "recall": recall,
         "vendi": vendi_score(other),

@@ -201,3 +201,19 @@ def test_fid_with_singular_covariance_uses_symmetric_root(rng):
     diff = a.mean(0) - b.mean(0)
     expected = diff @ diff + np.trace(c1) + np.trace(c2) - 2 * tr_sqrt
     assert dv.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("n_ref, n_other", [(5, 7), (7, 30), (30, 40)])  # sample-space, mixed and D x D routes
+def test_sample_space_and_covariance_routes_agree(rng, n_ref, n_other):
+    d = 8 if n_ref < 8 else 12
+    ref, other = rng.standard_normal((n_ref, d)) * np.arange(1, d + 1), rng.standard_normal((n_other, d)) + 1
+    c1, c2 = np.cov(ref, rowvar=False), np.cov(other, rowvar=False)
+    s1 = np.sort(np.clip(np.linalg.eigvalsh(c1), 0, None))[::-1]
+    s2 = np.sort(np.clip(np.linalg.eigvalsh(c2), 0, None))[::-1]
+    assert dv.spectral_covariance_distance(ref, other) == pytest.approx(np.sum((s1 - s2) ** 2), rel=1e-9)
+    log_expected = np.sum((np.log10(s1 + 1e-10) - np.log10(s2 + 1e-10)) ** 2)
+    assert dv.spectral_covariance_distance(ref, other, log=True) == pytest.approx(log_expected, rel=1e-3)
+    diff = ref.mean(0) - other.mean(0)
+    tr_sqrt = np.sqrt(np.linalg.eigvals(c1 @ c2).real.clip(0)).sum()
+    expected_fid = diff @ diff + np.trace(c1) + np.trace(c2) - 2 * tr_sqrt
+    assert dv.frechet_distance(ref, other) == pytest.approx(expected_fid, rel=1e-6)
