@@ -190,3 +190,12 @@ def test_half_precision_tracks_fp32(dtype, hps, hps_file):
     assert (scores - hps.score(images, PROMPTS)).abs().max() < 0.02  # bf16 has ~3 significant digits
     scores.sum().backward()
     assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+
+
+def test_text_cached_in_inference_mode_is_safe_for_gradients(hps):
+    prompts = ["an inference-mode prompt", "another one"]
+    with torch.inference_mode():
+        first = hps.score(torch.rand(2, 3, 32, 32), prompts)
+    images = torch.rand(2, 3, 32, 32, requires_grad=True)
+    hps.score(images, prompts).sum().backward()  # must not reuse inference tensors in the graph
+    assert images.grad.abs().sum() > 0 and first.shape == (2,)

@@ -89,7 +89,11 @@ def run_chunked(
     chunk_size: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Concatenate fn(slice) over chunks along dim 0 (keeps the autograd graph); progress(done, total) per chunk."""
+    """Concatenate fn(slice) over chunks along dim 0; progress(done, total) per chunk.
+
+    Without gradients this bounds activation memory to one chunk; with gradients the graph of every
+    chunk is kept for backward (use a smaller batch or checkpointing in the trainer).
+    """
     outs = []
     for s in chunk_slices(batch, chunk_size):
         outs.append(fn(s))

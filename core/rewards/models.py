@@ -53,7 +53,9 @@ class ClipTextReward(ClipEmbeddingReward):
     @torch.no_grad()
     def text_features(self, prompts: list[str]) -> torch.Tensor:
         """L2-normalised text embeddings [b, D] (no gradient; cached per prompt string)."""
-        todo = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        usable = torch.is_inference_mode_enabled()  # inference tensors cannot enter an autograd graph
+        todo = [p for p in dict.fromkeys(prompts)
+                if p not in self._text_cache or (self._text_cache[p].is_inference() and not usable)]
         if todo:
             emb = F.normalize(self.backbone.encode_text(todo), dim=-1)
             for p, e in zip(todo, emb):
