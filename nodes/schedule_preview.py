@@ -51,9 +51,11 @@ class AIGSchedulePreview(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, steps=20, **schedule_values):
+    def validate_inputs(cls, schedule="power", p=2.0, switch=0.5, centre=0.5, width=0.1, value=1.0,
+                        window_start=0.0, window_end=1.0):
+        """Schedule inputs are checked by core (it names valid ranges); ComfyUI still range-checks `steps`."""
         try:
-            schedule_from_kwargs(**schedule_values)
+            schedule_from_kwargs(schedule, p, switch, centre, width, value, window_start, window_end)
         except ScheduleError as error:
             return str(error)
         return True

@@ -58,7 +58,11 @@ def test_bad_schedule_is_rejected_with_valid_range(comfy_server):
     assert response.status_code == 400
     assert "window start (0.8) must be below window end (0.2)" in response.text
     response = comfy_server.submit(preview_prompt(schedule="exponential"))
-    assert response.status_code == 400 and "exponential" in response.text
+    assert response.status_code == 400 and "valid choices: power, linear" in response.text
+    response = comfy_server.submit(preview_prompt(p=0.0))
+    assert response.status_code == 400 and "valid range is (0.0, 100.0]" in response.text
+    response = comfy_server.submit(preview_prompt(steps=0))  # ComfyUI's own range check still applies
+    assert response.status_code == 400 and "smaller than min" in response.text
 
 
 def test_entrypoint_returns_extension(comfy_inprocess):
