@@ -58,6 +58,15 @@ def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:
         offset += n
 
 
+def broadcast_parameters(params: list[torch.nn.Parameter], info: DistInfo) -> None:
+    """Copy rank 0's parameter values to every rank (identical LoRA start)."""
+    if info.world_size <= 1:
+        return
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src=0)
+
+
 def average_metrics(values: dict[str, float], info: DistInfo, device) -> dict[str, float]:
     """Mean of scalar metrics over ranks."""
     if info.world_size <= 1:

@@ -24,7 +24,15 @@ import torch
 
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
-from .distributed import DistInfo, average_gradients, average_metrics, barrier, init_distributed, shutdown
+from .distributed import (
+    DistInfo,
+    average_gradients,
+    average_metrics,
+    barrier,
+    broadcast_parameters,
+    init_distributed,
+    shutdown,
+)
 from .draft import DraftSettings, draft_step
 from .lora_export import export_kohya
 
@@ -147,11 +155,12 @@ def _resume_path(resume: str | None, output_dir: str) -> Path | None:
     return Path(resume)
 
 
-def optimizer_step(model, params, config: TrainConfig, prompts, reward, step: int, info: DistInfo, device,
-                   settings: DraftSettings, optimizer, scheduler) -> dict:
-    """grad_accum micro-batches of DRaFT, all-reduce, clip, AdamW step; returns rank-averaged metrics."""
-    optimizer.zero_grad(set_to_none=True)
+def accumulate_gradients(model, params, config: TrainConfig, prompts, reward, step: int, info: DistInfo, device,
+                         settings: DraftSettings) -> dict:
+    """LoRA grads of one optimizer step: grad_accum micro-batches of DRaFT, then averaged over ranks."""
     accum, sums = config.optim.grad_accum, {}
+    for p in params:
+        p.grad = None
     for micro in range(accum):
         batch_prompts, noise, gen = micro_batch(prompts, model.latent_shape, config.train.seed, step, micro,
                                                 config.train.batch_size, info)
@@ -161,11 +170,17 @@ def optimizer_step(model, params, config: TrainConfig, prompts, reward, step: in
         for key, value in out.metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value) / accum
     average_gradients(params, info)
+    return average_metrics(sums, info, device)
+
+
+def optimizer_step(model, params, config: TrainConfig, prompts, reward, step: int, info: DistInfo, device,
+                   settings: DraftSettings, optimizer, scheduler) -> dict:
+    """accumulate_gradients, clip, AdamW step, LR schedule step; returns rank-averaged metrics."""
+    metrics = accumulate_gradients(model, params, config, prompts, reward, step, info, device, settings)
     max_norm = config.optim.max_grad_norm
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
     optimizer.step()
     scheduler.step()
-    metrics = average_metrics(sums, info, device)
     metrics.update(grad_norm=float(norm), lr=float(scheduler.get_last_lr()[0]))
     return metrics
 
@@ -191,9 +206,11 @@ def train(config: TrainConfig, resume: str | None = "auto", model=None, reward=N
         device = torch.device("cuda", info.local_rank)
     try:
         prompts = read_prompts(config.train.prompts_file)
-        torch.manual_seed(config.train.seed + info.rank)
+        torch.manual_seed(config.train.seed)  # same LoRA init on every rank
         if model is None:
             model, base_kind = load_model(config, device)
+        broadcast_parameters(_lora_params(model.unet), info)
+        torch.manual_seed(config.train.seed + info.rank)
         reward = reward if reward is not None else build_reward(config.reward.terms, device)
         params = _lora_params(model.unet)
         optimizer, scheduler = _optimizer(config, params)
