@@ -43,7 +43,6 @@ def run_demo(cfg, out: Path, base_model_path: Path | None = None, grids: bool = 
     import torch
 
     from . import pipeline as pl
-    from .lora_io import export_adapter, import_adapter
     from .model import DemoBaseModel
     from .report import pareto_plot, save_grid, write_json, write_markdown
     from .reward import YellownessReward, normalise_features
@@ -55,26 +54,22 @@ def run_demo(cfg, out: Path, base_model_path: Path | None = None, grids: bool = 
     base = DemoBaseModel.load(base_model_path)
     n_params = sum(p.numel() for p in base.unet.parameters())
     reward = YellownessReward()
-    model = pl.diffusion_model(base, cfg.rank, cfg.seed)
-    init_state = pl.lora_parameters(model.unet)
-    prompts, noise = pl.eval_inputs(cfg, model.latent_shape)
 
-    training, adapters = {}, {}
+    training, models = {}, {"base": pl.diffusion_model(base)}
     for lam in [0.0, *cfg.kl_weights]:
         name = "draft" if lam == 0.0 else f"kl:{lam:g}"
-        result = pl.train_lora(model, reward, cfg, lam, init_state)
-        lora_file = out / ("draft_lora.safetensors" if lam == 0.0 else f"kl_{lam:g}_lora.safetensors")
-        export_adapter(model, lora_file, {"demo_kl_weight": lam, "demo_train_steps": cfg.train_steps})
-        adapters[name] = lora_file
+        run_dir = out / ("train_draft" if lam == 0.0 else f"train_kl_{lam:g}")
+        result = pl.train_lora(base, reward, cfg, lam, run_dir)
+        models[name] = pl.diffusion_model(base, result["lora_file"])  # reloaded from the exported kohya file
         training[name] = {"curve": result["curve"], "seconds": round(result["seconds"], 1),
-                          "lora_file": lora_file.name, "kl_weight": lam}
+                          "lora_file": str(result["lora_file"].relative_to(out)), "kl_weight": lam}
 
+    prompts, noise = pl.eval_inputs(cfg, base.latent_shape)
     points, grid_rows = [], {}
     ref_raw = ref_features = None
     for point in pl.sweep_points(cfg):
         t0 = time.time()
-        if point.mode != "base":
-            import_adapter(model, adapters[point.adapter])
+        model = models["base" if point.mode == "base" else point.adapter]
         images, nfe = pl.sample_point(model, point, cfg, prompts, noise)
         if point.method == "base":
             ref_raw = reward.image_features(images)

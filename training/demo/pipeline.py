@@ -7,15 +7,17 @@ Every evaluated point uses the same prompts and the same initial noise as the ba
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
 from ...core.diversity import diversity_metrics
 from ...core.schedules import Schedule, make_schedule
-from ..draft import DraftSettings, draft_step
 from ..sampling import Conditioning, DiffusionModel, sample
 from .model import DemoBaseModel
 from .reward import YellownessReward, normalise_features
@@ -31,19 +33,19 @@ class DemoConfig:
     """Sizes and sweeps of one demo run; `full()` and `quick()` are the two presets."""
 
     seed: int = 0
-    steps: int = 20  # DDIM steps for training chains and evaluation
+    steps: int = 10  # DDIM steps for training chains and evaluation
     guidance_scale: float = 3.0
-    eval_images: int = 192
-    eval_chunk: int = 64
-    train_steps: int = 50
-    train_batch: int = 16
-    lr: float = 1e-3
+    eval_images: int = 96
+    eval_chunk: int = 96
+    train_steps: int = 25
+    train_batch: int = 8
+    lr: float = 2e-3
     rank: int = 8
     draft_k: int = 1
-    aig_powers: list = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0])
+    aig_powers: list = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
     lora_scales: list = field(default_factory=lambda: [0.25, 0.5, 0.75])
-    kl_weights: list = field(default_factory=lambda: [1.0, 10.0])
-    aig_windows: list = field(default_factory=lambda: [[0.5, 0.7], [0.7, 0.9]])
+    kl_weights: list = field(default_factory=lambda: [0.1, 0.3, 1.0])
+    aig_windows: list = field(default_factory=lambda: [[0.6, 0.8]])
     grid_images: int = 24
 
     @classmethod
@@ -52,21 +54,18 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoConfig:
-        return cls(seed=seed, steps=10, eval_images=48, train_steps=15, train_batch=8, lr=3e-3,
-                   aig_powers=[1.0, 4.0], lora_scales=[0.5], kl_weights=[], aig_windows=[[0.6, 0.8]],
-                   grid_images=12)
+        return cls(seed=seed, eval_images=24, eval_chunk=24, train_steps=10, lr=3e-3,
+                   aig_powers=[1.0, 4.0], lora_scales=[0.5], kl_weights=[], grid_images=12)
 
 
-def diffusion_model(base: DemoBaseModel, rank: int, seed: int) -> DiffusionModel:
-    """The base UNet with a fresh peft LoRA adapter (B = 0, so tuned == base) as a sampling.DiffusionModel."""
-    from peft import LoraConfig
-
+def diffusion_model(base: DemoBaseModel, lora_file: Path | None = None) -> DiffusionModel:
+    """A copy of the base UNet as a sampling.DiffusionModel, with the kohya LoRA file loaded (trainer's loader)."""
+    from ..lora_export import load_kohya_into_unet
     from .model import build_scheduler
 
-    torch.manual_seed(seed)
-    unet = base.unet
-    unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS, init_lora_weights=True))
+    unet = copy.deepcopy(base.unet).requires_grad_(False)
+    if lora_file is not None:
+        load_kohya_into_unet(unet, lora_file)
     text = base.text.requires_grad_(False)
 
     def encode(prompts: list[str]) -> Conditioning:
@@ -76,45 +75,42 @@ def diffusion_model(base: DemoBaseModel, rank: int, seed: int) -> DiffusionModel
                           decode=base.decode_latents, latent_shape=base.latent_shape)
 
 
-def lora_parameters(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Current LoRA weights (name -> tensor clone), to snapshot and restore adapters between runs."""
-    return {n: p.detach().clone() for n, p in unet.named_parameters() if "lora_" in n}
+def train_config(cfg: DemoConfig, kl_weight: float, out_dir: Path, prompts_file: Path):
+    """The trainer's TrainConfig for one DRaFT-K (+ lambda KL) run of the demo."""
+    from ..config import config_from_dict
+
+    return config_from_dict({
+        "lora": {"rank": cfg.rank, "alpha": float(cfg.rank), "targets": list(LORA_TARGETS)},
+        "draft": {"steps": cfg.steps, "guidance_scale": cfg.guidance_scale, "k": cfg.draft_k,
+                  "kl_weight": float(kl_weight), "track_kl": True, "checkpoint": False},
+        "optim": {"lr": cfg.lr, "max_grad_norm": 1.0},
+        "train": {"max_steps": cfg.train_steps, "batch_size": cfg.train_batch, "prompts_file": str(prompts_file),
+                  "seed": cfg.seed, "device": "cpu", "mixed_precision": "no"},
+        "output": {"dir": str(out_dir), "checkpoint_every": 0, "keep_checkpoints": 1, "sample_every": 0},
+    })
 
 
-def set_lora_parameters(unet: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy a snapshot from `lora_parameters` back into the adapter."""
-    params = dict(unet.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)
+def train_lora(base: DemoBaseModel, reward, cfg: DemoConfig, kl_weight: float, out_dir: Path) -> dict:
+    """DRaFT-K (+ lambda * KL) LoRA training by the project's trainer; returns curve, time and the kohya file."""
+    from ..models import add_lora
+    from ..trainer import train
 
-
-def train_lora(model: DiffusionModel, reward, cfg: DemoConfig, kl_weight: float, init_state: dict) -> dict:
-    """DRaFT-K (+ lambda * KL) training of the adapter from `init_state`; returns the curve and final state."""
-    set_lora_parameters(model.unet, init_state)
-    params = [p for n, p in model.unet.named_parameters() if "lora_" in n]
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    settings = DraftSettings(steps=cfg.steps, guidance_scale=cfg.guidance_scale, k=cfg.draft_k,
-                             kl_weight=kl_weight, track_kl=True, checkpoint=False)
-    generator = torch.Generator().manual_seed(cfg.seed + 1000)
-    curve, start = [], time.time()
-    for step in range(cfg.train_steps):
-        picks = torch.randint(len(EVAL_PROMPTS), (cfg.train_batch,), generator=generator).tolist()
-        prompts = [EVAL_PROMPTS[i] for i in picks]
-        out = draft_step(model, prompts, reward, settings, generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        curve.append({"step": step + 1, **{k: round(v, 5) for k, v in out.metrics.items()}})
-        if (step + 1) % 5 == 0 or step + 1 == cfg.train_steps:
-            logger.info("DRaFT lambda=%g step %d/%d reward %.3f kl %.4f (%.0f s)", kl_weight, step + 1,
-                        cfg.train_steps, out.metrics["reward_mean"], out.metrics["kl"], time.time() - start)
-    for p in params:
-        p.requires_grad_(False)
-    return {"curve": curve, "state": lora_parameters(model.unet), "seconds": time.time() - start}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompts_file = out_dir / "prompts.txt"
+    prompts_file.write_text("\n".join(EVAL_PROMPTS) + "\n")
+    config = train_config(cfg, kl_weight, out_dir, prompts_file)
+    model = diffusion_model(base)
+    add_lora(model.unet, cfg.rank, float(cfg.rank), tuple(LORA_TARGETS), seed=cfg.seed)
+    start = time.time()
+    train(config, resume=None, model=model, reward=reward, base_kind="comfy_aig_demo")
+    seconds = time.time() - start
+    curve = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line]
+    last = curve[-1]
+    logger.info("DRaFT lambda=%g: reward %.3f -> %.3f, kl %.4f, %d steps in %.0f s", kl_weight,
+                curve[0]["reward_mean"], last["reward_mean"], last["kl"], len(curve), seconds)
+    keep = ("step", "reward_mean", "reward_std", "kl", "loss")
+    return {"curve": [{k: round(float(r[k]), 5) for k in keep if k in r} for r in curve], "seconds": seconds,
+            "lora_file": out_dir / "lora_final.safetensors"}
 
 
 @dataclass

@@ -75,7 +75,12 @@ def write_markdown(path: Path, report: dict, conclusion: str) -> None:
         lines.append(f"- {name}: reward {first['reward_mean']:.3f} -> {last['reward_mean']:.3f}, "
                      f"KL {first['kl']:.4f} -> {last['kl']:.4f}, {len(run['curve'])} steps, {run['seconds']:.0f} s")
     lines += ["", "## Points", "", markdown_table(report["points"]), "", "![pareto](pareto.png)", "",
-              "## Conclusion", "", conclusion, "", f"Total time: {report['seconds_total']:.0f} s.", ""]
+              "## Image grids", "",
+              "One row per point, same prompts and noise in every column (grids/<method>.png):", ""]
+    for method in dict.fromkeys(p["method"] for p in report["points"]):
+        rows = [p["label"] for p in report["points"] if p["method"] == method]
+        lines.append(f"- grids/{method}.png: " + "; ".join(rows))
+    lines += ["", "## Conclusion", "", conclusion, "", f"Total time: {report['seconds_total']:.0f} s.", ""]
     _atomic_write_text(path, "\n".join(lines))
 
 
@@ -94,12 +99,11 @@ def pareto_plot(path: Path, points: list[dict]) -> None:
             group = [p for p in points if p["method"] == method]
             if not group:
                 continue
-            if method in ("aig", "lora-scale", "kl"):
-                group = sorted(group, key=lambda p: p["reward_mean"])
-            xs = [p[key] for p in group]
-            ys = [p["reward_mean"] for p in group]
-            ax.plot(xs, ys, marker=marker, color=colour, label=method,
-                    linestyle="-" if method in ("aig", "lora-scale", "kl") else "none")
+            line = _with_endpoints(method, group, points)
+            if line is not None:
+                ax.plot([p[key] for p in line], [p["reward_mean"] for p in line], color=colour, alpha=0.6)
+            ax.plot([p[key] for p in group], [p["reward_mean"] for p in group], marker=marker, color=colour,
+                    label=method, linestyle="none")
             for p in group:
                 if p["parameter"] is not None and method != "tuned":
                     ax.annotate(f"{p['parameter']:g}", (p[key], p["reward_mean"]), fontsize=7,
@@ -116,6 +120,18 @@ def pareto_plot(path: Path, points: list[dict]) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def _with_endpoints(method: str, group: list[dict], points: list[dict]) -> list[dict] | None:
+    """The method's curve closed by its limits: AIG p -> inf and LoRA scale 0 are base, p = 0 / scale 1 tuned."""
+    ends = {p["method"]: p for p in points if p["method"] in ("base", "tuned")}
+    if method in ("aig", "lora-scale"):
+        line = [ends.get("base"), *group, ends.get("tuned")]
+    elif method == "kl":
+        line = [*group, ends.get("tuned")]
+    else:
+        return None
+    return sorted([p for p in line if p is not None], key=lambda p: p["reward_mean"])
 
 
 def save_grid(path: Path, images: torch.Tensor, nrow: int = 12) -> None:
