@@ -183,6 +183,37 @@ def test_window_runs_one_branch_outside(world):
     assert 1 <= both <= 3
 
 
+def test_cfg_patches_apply_to_each_branch(world):
+    """A model CFG patch (sampler_cfg_function + post-CFG hook) keeps working: g == 0 equals plain CFG on the
+    patched model bit for bit, and the post-CFG hook runs once per evaluated branch."""
+    from comfy_aig.nodes.aig_guider import build_guider, resolve_tuned
+
+    seen = []
+
+    def half_cfg(args):  # eps-space CFG at half the scale
+        return args["uncond"] + (args["cond"] - args["uncond"]) * args["cond_scale"] * 0.5
+
+    def post_cfg(args):
+        seen.append(float(args["sigma"][0]))
+        return args["denoised"]
+
+    patched = world["base"].clone()
+    patched.set_model_sampler_cfg_function(half_cfg)
+    patched.set_model_sampler_post_cfg_function(post_cfg)
+    noise = make_noise(1, seed=17)
+    sigmas = sigmas_for(world["base"], 3)
+    reference = plain_cfg(patched, world["positive"], world["negative"], CFG, noise, sigmas)
+    assert not torch.equal(reference, plain_cfg(world["base"], world["positive"], world["negative"], CFG, noise, sigmas))
+    seen.clear()
+    tuned = resolve_tuned(patched, lora_path=world["lora_path"], lora_strength=STRENGTH)
+    g0 = build_guider(patched, world["positive"], world["negative"], CFG, tuned, _schedule("constant", value=0.0))
+    assert torch.equal(run_guider(g0, noise, sigmas), reference)
+    seen.clear()
+    p2 = build_guider(patched, world["positive"], world["negative"], CFG, tuned, _schedule("power", p=2.0))
+    run_guider(p2, noise, sigmas)
+    assert len(seen) == p2.calls["base"] + p2.calls["tuned"] > 3
+
+
 # -- errors ------------------------------------------------------------------------------------
 
 
