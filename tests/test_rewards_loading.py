@@ -95,12 +95,12 @@ def test_open_clip_directory_with_aesthetic_head(root):
     assert model.kind == "aesthetic" and model.score(torch.rand(2, 3, 40, 50), None).shape == (2,)
 
 
-def test_known_open_clip_architecture_is_matched_from_shapes():
+@pytest.mark.parametrize("name", ["ViT-B-32", "ViT-H-14", "ViT-L-14"])  # CLIPScore, HPSv2, aesthetic backbones
+def test_known_open_clip_architecture_is_matched_from_shapes(name):
     import open_clip
 
     from comfy_aig.core.rewards.backbones import match_open_clip_config
 
-    name = "ViT-B-32"
     cfg = open_clip.get_model_config(name)
     shapes = {k: torch.empty(v.shape, device="meta") for k, v in _meta_state_dict(cfg).items()}
     matched, matched_cfg = match_open_clip_config(shapes)
