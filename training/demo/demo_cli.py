@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(cfg, out: Path, base_model_path: Path | None = None, grids: bool = True) -> dict:
+def run_demo(cfg, out: Path, base_model_path: Path | None = None, figures: bool = True) -> dict:
     """The whole experiment for a DemoConfig; writes the outputs into `out` and returns the report dict."""
     import torch
 
@@ -81,7 +81,7 @@ def run_demo(cfg, out: Path, base_model_path: Path | None = None, grids: bool = 
         grid_rows.setdefault(point.method, []).append(images[: cfg.grid_images])
         logger.info("%-34s reward %.3f  vendi %.2f  scd %.1f  recall %.3f  nfe %d", point.label,
                     entry["reward_mean"], entry["vendi"], entry["scd"], entry["recall"], nfe)
-    if grids:
+    if figures:
         for method, rows in grid_rows.items():
             save_grid(out / "grids" / f"{method}.png", torch.cat(rows), nrow=cfg.grid_images)
 
@@ -98,7 +98,8 @@ def run_demo(cfg, out: Path, base_model_path: Path | None = None, grids: bool = 
     }
     report["seconds_total"] = round(time.time() - start, 1)
     write_json(out / "report.json", report)
-    pareto_plot(out / "pareto.png", points)
+    if figures:
+        pareto_plot(out / "pareto.png", points)
     write_markdown(out / "report.md", report, conclusion_text(report["comparison"]))
     return report
 
@@ -118,33 +119,36 @@ def _interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
 
 
 def compare_at_matched_reward(points: list[dict]) -> list[dict]:
-    """For each AIG point: LoRA scaling's Vendi / SCD / recall interpolated at the same reward."""
+    """For each AIG and KL point: LoRA scaling's Vendi / SCD / recall interpolated at the same reward."""
     curve = sorted([p for p in points if p["method"] in ("base", "lora-scale", "tuned")],
                    key=lambda p: p["reward_mean"])
     rewards = [p["reward_mean"] for p in curve]
     rows = []
     for p in points:
-        if p["method"] not in ("aig", "aig-window"):
+        if p["method"] not in ("aig", "aig-window", "kl"):
             continue
-        row = {"label": p["label"], "reward_mean": p["reward_mean"]}
+        row = {"label": p["label"], "method": p["method"], "reward_mean": p["reward_mean"]}
         for key in ("vendi", "scd", "log_scd", "recall"):
-            row[f"aig_{key}"] = p[key]
+            row[f"point_{key}"] = p[key]
             row[f"lora_scale_{key}"] = _interpolate(rewards, [c[key] for c in curve], p["reward_mean"])
         rows.append(row)
     return rows
 
 
 def conclusion_text(rows: list[dict]) -> str:
-    """A sentence per metric: at how many matched-reward AIG points AIG beats LoRA scaling."""
-    rows = [r for r in rows if r["lora_scale_vendi"] is not None]
-    if not rows:
-        return "No AIG point fell inside the reward range of the LoRA-scaling curve; no matched comparison."
-    better = {
-        "Vendi (higher is better)": sum(r["aig_vendi"] > r["lora_scale_vendi"] for r in rows),
-        "SCD (lower is better)": sum(r["aig_scd"] < r["lora_scale_scd"] for r in rows),
-        "log-SCD (lower is better)": sum(r["aig_log_scd"] < r["lora_scale_log_scd"] for r in rows),
-        "recall (higher is better)": sum(r["aig_recall"] > r["lora_scale_recall"] for r in rows),
-    }
-    parts = [f"{metric}: AIG better at {n} of {len(rows)}" for metric, n in better.items()]
-    return ("At matched reward (LoRA-scaling curve interpolated at each AIG point's reward): "
-            + "; ".join(parts) + ".")
+    """Per method and metric: at how many matched-reward points it beats LoRA scaling."""
+    lines = ["At matched reward (the LoRA-scaling curve base - scales - tuned, interpolated linearly at each "
+             "point's reward):"]
+    metrics = (("vendi", "Vendi", 1), ("scd", "SCD", -1), ("log_scd", "log-SCD", -1), ("recall", "recall", 1))
+    for method, name in (("aig", "AIG power"), ("aig-window", "cost-aware AIG"), ("kl", "KL training")):
+        group = [r for r in rows if r["method"] == method and r["lora_scale_vendi"] is not None]
+        outside = len([r for r in rows if r["method"] == method]) - len(group)
+        if not group and not outside:
+            continue
+        parts = []
+        for key, label, sign in metrics:
+            wins = sum(sign * (r[f"point_{key}"] - r[f"lora_scale_{key}"]) > 0 for r in group)
+            parts.append(f"{label} better at {wins}/{len(group)}")
+        note = f" ({outside} outside the LoRA-scaling reward range)" if outside else ""
+        lines.append(f"- {name}: " + ", ".join(parts) + note)
+    return "\n".join(lines)

@@ -44,7 +44,7 @@ class DemoConfig:
     draft_k: int = 1
     aig_powers: list = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
     lora_scales: list = field(default_factory=lambda: [0.25, 0.5, 0.75])
-    kl_weights: list = field(default_factory=lambda: [0.1, 0.3, 1.0])
+    kl_weights: list = field(default_factory=lambda: [0.003, 0.01, 0.03])
     aig_windows: list = field(default_factory=lambda: [[0.6, 0.8]])
     grid_images: int = 24
 
