@@ -79,6 +79,20 @@ def test_loaded_kinds_and_score_conventions(root, clip_dir, aesthetic_dir):
     torch.testing.assert_close(aesthetic.score(images, ["ignored", "too"]), expected)
 
 
+def test_tokenizer_files_in_directory_are_used(root, clip_dir):
+    import shutil
+
+    from comfy_aig.core.rewards.tokenizer import write_clip_tokenizer_files
+
+    with_tok = root / "clip-with-tokenizer"
+    shutil.copytree(clip_dir, with_tok)
+    write_clip_tokenizer_files(with_tok)
+    model = load_reward_model(with_tok)
+    assert model.backbone.tokenizer.name_or_path == str(with_tok)
+    images, prompts = torch.rand(2, 3, 48, 48), ["a tokenizer test", "ok"]
+    torch.testing.assert_close(model.score(images, prompts), load_reward_model(clip_dir).score(images, prompts))
+
+
 def test_open_clip_sidecar_and_safetensors(root):
     file = build_hps_file(root / "sidecar" / "HPS_v2.1_compressed.safetensors", sidecar=True)
     model = load_reward_model(file)  # architecture from HPS_v2.1_compressed.json
