@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from aig_testkit.diffusers_fixtures import build_tiny_sd15, build_tiny_sdxl
+from aig_testkit.diffusers_fixtures import build_tiny_sd15, build_tiny_sdxl, build_tiny_sdxl_single_file
 from comfy_aig.training.models import (
     add_lora,
     build_diffusion_model,
@@ -57,6 +57,29 @@ def test_sdxl_conditioning_and_lora_sampling(tiny_sdxl):
     assert params and all(p.requires_grad for p in params)
     out = sample(model, ["a cat", "a dog"], steps=2, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (2, 3, 16, 16) and torch.isfinite(out.images).all()
+
+
+@pytest.mark.slow
+def test_sdxl_single_file_matches_diffusers_dir(tiny_sdxl, tmp_path):
+    single = build_tiny_sdxl_single_file(tmp_path, tiny_sdxl)
+    assert detect_kind(single) == "sdxl"
+    from_dir, from_file = load_pipeline(tiny_sdxl), load_pipeline(single, config_dir=tiny_sdxl)
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        a, b = getattr(from_dir, name).state_dict(), getattr(from_file, name).state_dict()
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
+    ca = build_diffusion_model(from_dir, 16).encode_prompts(["a cat"])
+    cb = build_diffusion_model(from_file, 16).encode_prompts(["a cat"])
+    assert torch.equal(ca.embeds, cb.embeds) and torch.equal(ca.pooled, cb.pooled)
+
+
+def test_shipped_sdxl_tokenizers_pad_like_the_original():
+    from comfy_aig.training.models import _tokenizers
+
+    toks = _tokenizers("sdxl", shipped_config_dir("sdxl"))
+    assert toks["tokenizer"].pad_token == "<|endoftext|>" and toks["tokenizer"].pad_token_id == 49407
+    assert toks["tokenizer_2"].pad_token == "!" and toks["tokenizer_2"].pad_token_id == 0
+    ids = toks["tokenizer_2"](["a cat"], padding="max_length", max_length=77).input_ids[0]
+    assert ids[:4] == [49406, 320, 2368, 49407] and ids[4:] == [0] * 73
 
 
 def test_shipped_configs_are_the_real_architectures():

@@ -119,6 +119,9 @@ def load_model(config: TrainConfig, device: torch.device):
 
     m = config.model
     dtype = _DTYPES.get(m.weight_dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if dtype != torch.float32 and isinstance(autocast_context(config, device), contextlib.nullcontext):
+        raise ValueError(f"model.weight_dtype resolves to {dtype} but train.mixed_precision gives no autocast on "
+                         f"{device.type}; set train.mixed_precision = 'bf16' or model.weight_dtype = 'fp32'")
     kind = detect_kind(m.path) if m.kind == "auto" else m.kind
     pipe = load_pipeline(m.path, kind=kind, config_dir=m.config_dir or None, dtype=dtype)
     pipe.to(device)

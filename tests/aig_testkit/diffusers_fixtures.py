@@ -158,3 +158,44 @@ def build_tiny_sdxl(root, seed: int = 0):
                                      unet=unet, scheduler=_scheduler_from_shipped())
     pipe.save_pretrained(directory)
     return directory
+
+
+def open_clip_text_to_ldm(text_encoder, prefix: str = "conditioner.embedders.1.model.") -> dict:
+    """CLIPTextModelWithProjection state dict in OpenCLIP layout (SDXL's second text encoder in a single file)."""
+    sd = {k.removeprefix("text_model."): v for k, v in text_encoder.state_dict().items()
+          if not k.endswith("position_ids")}
+    out = {prefix + "token_embedding.weight": sd["embeddings.token_embedding.weight"],
+           prefix + "positional_embedding": sd["embeddings.position_embedding.weight"],
+           prefix + "ln_final.weight": sd["final_layer_norm.weight"],
+           prefix + "ln_final.bias": sd["final_layer_norm.bias"],
+           prefix + "text_projection": sd["text_projection.weight"].T.contiguous()}  # x @ P in OpenCLIP
+    i = 0
+    while f"encoder.layers.{i}.layer_norm1.weight" in sd:
+        src, dst = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        out[dst + "attn.in_proj_weight"] = torch.cat([sd[src + f"self_attn.{x}_proj.weight"] for x in "qkv"])
+        out[dst + "attn.in_proj_bias"] = torch.cat([sd[src + f"self_attn.{x}_proj.bias"] for x in "qkv"])
+        for a, b in (("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"),
+                     ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):
+            out[f"{dst}{b}.weight"], out[f"{dst}{b}.bias"] = sd[f"{src}{a}.weight"], sd[f"{src}{a}.bias"]
+        i += 1
+    return out
+
+
+def build_tiny_sdxl_single_file(root, directory):
+    """The tiny SDXL dir written as one original-layout .safetensors (CLIP-L + OpenCLIP text encoders)."""
+    from pathlib import Path
+
+    from aig_testkit.sd_fixtures import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
+    from safetensors.torch import save_file
+
+    from comfy_aig.training.models import load_pipeline
+
+    single = Path(root) / "tiny_sdxl.safetensors"
+    if single.exists():
+        return single
+    pipe = load_pipeline(directory)
+    state = {**unet_to_ldm(pipe.unet), **vae_to_ldm(pipe.vae),
+             **text_encoder_to_ldm(pipe.text_encoder, "conditioner.embedders.0.transformer.text_model."),
+             **open_clip_text_to_ldm(pipe.text_encoder_2)}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(single))
+    return single
