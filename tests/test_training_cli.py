@@ -23,13 +23,13 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_cli")
     directory, single = build_tiny_sd15(root)
     unet = load_pipeline(directory).unet
+    n_modules = len(lora_target_modules(unet))
     add_lora(unet, rank=2, alpha=4.0)
     with torch.no_grad():
         for name, p in unet.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    return directory, single, export_kohya(unet, root / "lora.safetensors"), len(lora_target_modules(
-        load_pipeline(directory).unet))
+    return directory, single, export_kohya(unet, root / "lora.safetensors"), n_modules
 
 
 def _pixels(path):
