@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -86,16 +87,20 @@ def reference_scorer(model_dir: Path, fast: bool):
 
 
 def time_interleaved(fns: dict, repeats: int) -> dict:
-    """Median seconds per call of each fn, calls interleaved (A B A B ...) so machine load hits all alike."""
+    """Median (wall s, process CPU s) per call of each fn, interleaved (A B A B ...) so load hits all alike.
+
+    On a shared machine wall time swings with other jobs; process CPU time (all threads) is the steadier
+    measure of the work done.
+    """
     for fn in fns.values():
         fn()  # warm-up
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {name: tuple(float(v) for v in np.median(np.array(t), axis=0)) for name, t in times.items()}
 
 
 def throughput(model_dir: Path, device: str, batch: int, size: int, repeats: int) -> dict:
@@ -177,21 +182,24 @@ def main(argv=None) -> None:
     parser.add_argument("--memory-batch", type=int, default=256)
     parser.add_argument("--chunk", type=int, default=16)
     parser.add_argument("--memory-only", action="store_true", help="skip the throughput comparison")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the batch-256 peak-memory runs")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(True)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_vit_b32_dir(Path(tmp) / "clip-vit-b32-random")
         result = {} if args.memory_only else throughput(model_dir, args.device, args.batch, args.size, args.repeats)
-        print(f"device={args.device} threads={torch.get_num_threads()} batch={args.batch} size={args.size}px "
+        print(f"load average {os.getloadavg()[0]:.1f}; device={args.device} threads={torch.get_num_threads()} "
+              f"batch={args.batch} size={args.size}px "
               f"CLIP ViT-B/32 random weights, PickScore formula, median of {args.repeats} interleaved runs")
         for label in [k for k in ("distinct prompts", "one shared prompt", "preprocessing only") if k in result]:
             sec = result[label]
             print(f"  {label}:")
-            for name, s in sec.items():
-                print(f"    {name:24s} {s:7.3f} s/batch  {args.batch / s:6.2f} img/s  ratio {s / sec['ours']:.2f}x")
+            for name, (wall, cpu) in sec.items():
+                print(f"    {name:24s} wall {wall:7.3f} s ({args.batch / wall:6.2f} img/s, ratio {wall / sec['ours'][0]:.2f}x)"
+                      f"  CPU {cpu:7.3f} s (ratio {cpu / sec['ours'][1]:.2f}x)")
         if result:
             print(f"  max |score ours - reference| = {result['max_score_diff_vs_reference']:.4f} (logit scale 100)")
-        for chunk in (args.chunk, args.memory_batch):
+        for chunk in () if args.skip_memory else (args.chunk, args.memory_batch):
             mem = peak_memory(model_dir, args.device, args.memory_batch, args.size, chunk)
             print(f"  batch {args.memory_batch}, chunk_size {chunk:4d}: peak memory growth {mem['peak_growth_mib']:8.1f} MiB "
                   f"(input batch itself {mem['input_mib']} MiB)")
