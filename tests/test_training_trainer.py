@@ -115,3 +115,18 @@ def test_bad_prompts_file(tmp_path, tiny_sd15_dir):
     (tmp_path / "prompts.txt").write_text("# only a comment\n\n")
     with pytest.raises(ValueError, match="no prompts"):
         train(config, resume="none")
+
+
+def test_tensorboard_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from comfy_aig.training.monitor import MetricsLogger
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        MetricsLogger(tmp_path, tensorboard=True)
+    logger = MetricsLogger(tmp_path)
+    logger.log(1, {"reward_mean": 0.5})
+    logger.log(2, {"reward_mean": 0.6})
+    logger.truncate_after(1)
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1]
