@@ -199,3 +199,18 @@ def test_text_cached_in_inference_mode_is_safe_for_gradients(hps):
     images = torch.rand(2, 3, 32, 32, requires_grad=True)
     hps.score(images, prompts).sum().backward()  # must not reuse inference tensors in the graph
     assert images.grad.abs().sum() > 0 and first.shape == (2,)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(hps):
+    images = torch.rand(5, 3, 48, 64)
+    grads = []
+    for flag in (False, True):
+        x = images.clone().requires_grad_(True)
+        hps.gradient_checkpointing, hps.chunk_size = flag, 2
+        try:
+            hps.score(x, [PROMPTS[i % 3] for i in range(5)]).pow(2).sum().backward()
+        finally:
+            hps.gradient_checkpointing, hps.chunk_size = False, 32
+        grads.append(x.grad)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)

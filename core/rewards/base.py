@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.utils.checkpoint
 
 DEFAULT_CHUNK_SIZE = 32  # images per forward pass; bounds activation memory for large batches
 
@@ -94,7 +95,7 @@ def run_chunked(
     """Concatenate fn(slice) over chunks along dim 0; progress(done, total) per chunk.
 
     Without gradients this bounds activation memory to one chunk; with gradients the graph of every
-    chunk is kept for backward (use a smaller batch or checkpointing in the trainer).
+    chunk is kept for backward unless the model's ``gradient_checkpointing`` is on.
     """
     outs = []
     for s in chunk_slices(batch, chunk_size):
@@ -125,6 +126,8 @@ class RewardModel(torch.nn.Module):
         super().__init__()
         self.chunk_size = int(chunk_size)
         self.progress: Callable[[int, int], None] | None = None  # optional hook (done, total), e.g. a UI bar
+        # recompute each chunk in backward instead of keeping its activations (DRaFT with large batches)
+        self.gradient_checkpointing = False
 
     # -- to implement ---------------------------------------------------------------------------
     def score_batch(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
@@ -141,9 +144,16 @@ class RewardModel(torch.nn.Module):
         validate_images(images)
         prompts = validate_prompts(prompts, images.shape[0], self.needs_prompts)
         x = self._to_model(images)
-        out = run_chunked(lambda s: self.score_batch(x[s], prompts[s]).reshape(-1), x.shape[0],
-                          self.chunk_size, self.progress)
-        return out.float()
+
+        def one_chunk(s: slice) -> torch.Tensor:
+            def fn(chunk: torch.Tensor) -> torch.Tensor:
+                return self.score_batch(chunk, prompts[s]).reshape(-1)
+
+            if self.gradient_checkpointing and torch.is_grad_enabled() and x.requires_grad:
+                return torch.utils.checkpoint.checkpoint(fn, x[s], use_reentrant=False)
+            return fn(x[s])
+
+        return run_chunked(one_chunk, x.shape[0], self.chunk_size, self.progress).float()
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Image features, float32 [B, D] (the embedding the reward reads); differentiable w.r.t. images."""

@@ -207,8 +207,13 @@ def _build_head(layout: Layout, backbone):
 
 
 def load_reward_model(path, kind=None, device=None, dtype=None, *, backbone=None, model_config=None,
-                      chunk_size: int = DEFAULT_CHUNK_SIZE) -> RewardModel:
-    """Load a reward model from local files (see module doc); frozen, eval mode, on device in dtype."""
+                      chunk_size: int = DEFAULT_CHUNK_SIZE, gradient_checkpointing: bool = False) -> RewardModel:
+    """Load a reward model from local files (see module doc); frozen, eval mode, on device in dtype.
+
+    backbone: CLIP directory/file for a lone aesthetic head; model_config: open_clip model name or config
+    dict for OpenCLIP weights of a non-built-in shape; gradient_checkpointing: recompute each chunk in
+    backward (memory of one chunk when DRaFT backpropagates through a large batch).
+    """
     from .models import AestheticReward, ClipTextReward
 
     if kind is not None and kind not in KINDS:
@@ -226,5 +231,6 @@ def load_reward_model(path, kind=None, device=None, dtype=None, *, backbone=None
     model = AestheticReward(net, _build_head(layout, net), chunk_size) if kind == "aesthetic" \
         else ClipTextReward(net, kind, chunk_size)
     model.source = str(path)
+    model.gradient_checkpointing = bool(gradient_checkpointing)
     model.requires_grad_(False).eval()
     return model.to(device=device or "cpu", dtype=_resolve_dtype(dtype))
