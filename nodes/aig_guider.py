@@ -9,6 +9,12 @@ Two routes evaluate the tuned model (DESIGN.md section 3):
   ComfyUI's memory manager (the tuned one as an additional model) and each runs its own forward.
 The weight g = gamma(progress(sigma)) comes from comfy_aig.core.aig; each branch keeps its own CFG
 through ComfyUI's cfg_function, so sampler CFG patches still apply.
+
+Known limits: the unmerged "bypass" LoRA route (one batched forward, no weight copies) needs
+`comfy.sd.load_bypass_lora_for_models`, which ComfyUI 0.3.64 lacks; `bypass_lora_available()` reports
+it and the hook route is used. In the hook route the base model's model_options (CFG patches, FreeU...)
+serve both branches. "*_cfg_pp" samplers read uncond_denoised through a post-CFG hook, which runs per
+branch, so they see the last evaluated branch's uncond rather than a mixed one.
 """
 
 from __future__ import annotations

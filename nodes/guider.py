@@ -50,9 +50,10 @@ def tolerance_input() -> io.Float.Input:
 
 def validate_values(values: dict) -> bool | str:
     """Check the schedule and tolerance widgets at /prompt time; linked (absent) values are checked at run time."""
+    values = {k: v for k, v in values.items() if v is not None}
     try:
-        if all(k in values for k in ("schedule", "p", "switch", "centre", "width", "value")):
-            schedule_from_kwargs(**{k: values.get(k, SCHEDULE_DEFAULTS[k]) for k in SCHEDULE_KEYS})
+        if all(k in values for k in SCHEDULE_KEYS):
+            schedule_from_kwargs(**{k: values[k] for k in SCHEDULE_KEYS})
         if "skip_tolerance" in values:
             check_tolerance(values["skip_tolerance"])
     except (ScheduleError, AIGError) as error:
@@ -91,8 +92,13 @@ class AIGGuider(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **values):
-        return validate_values(values)
+    def validate_inputs(cls, schedule=None, p=None, switch=None, centre=None, width=None, value=None,
+                        window_start=None, window_end=None, skip_tolerance=None):
+        # named arguments: ComfyUI attaches a failure to these inputs only and keeps its own min/max checks
+        # for the others; a linked input arrives as None and is checked when the node runs
+        return validate_values(dict(schedule=schedule, p=p, switch=switch, centre=centre, width=width, value=value,
+                                    window_start=window_start, window_end=window_end,
+                                    skip_tolerance=skip_tolerance))
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, lora_name, lora_strength, tuned_model=None,
@@ -142,8 +148,13 @@ class AIGSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **values):
-        return validate_values(values)
+    def validate_inputs(cls, schedule=None, p=None, switch=None, centre=None, width=None, value=None,
+                        window_start=None, window_end=None, skip_tolerance=None):
+        # named arguments: ComfyUI attaches a failure to these inputs only and keeps its own min/max checks
+        # for the others; a linked input arrives as None and is checked when the node runs
+        return validate_values(dict(schedule=schedule, p=p, switch=switch, centre=centre, width=width, value=value,
+                                    window_start=window_start, window_end=window_end,
+                                    skip_tolerance=skip_tolerance))
 
     @classmethod
     def execute(cls, model, lora_name, lora_strength, seed, steps, cfg, sampler_name, scheduler, positive,

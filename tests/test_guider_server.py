@@ -165,7 +165,8 @@ def test_window_start_after_end_rejected_at_prompt(comfy_server, names):
 
 def test_non_positive_p_rejected_at_prompt(comfy_server, names):
     text = _rejected(comfy_server, _guider_prompt(names, p=0.0))
-    assert "smaller than min of 0.01" in text and '"details": "p"' in text
+    assert "schedule 'power': p = 0.0 is out of range; valid range is (0.0, 100.0]" in text
+    assert '"input_name": "model"' not in text  # the error sits on the schedule inputs only
 
 
 def test_bad_tolerance_rejected_at_prompt(comfy_server, names):
