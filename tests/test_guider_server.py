@@ -136,6 +136,22 @@ def test_aig_sampler_endpoints_match_ksampler(comfy_server, names):
     assert torch.equal(_latent(comfy_server, entry, "s9"), tuned)
 
 
+@pytest.mark.slow
+def test_aig_sampler_equals_guider_with_custom_sampler(comfy_server, names):
+    """AIGSampler (p = 2) and AIGGuider + RandomNoise + BasicScheduler + SamplerCustomAdvanced agree bit for bit."""
+    seed = uuid.uuid4().int % 10**9
+    prompt = _guider_prompt(names)
+    prompt["5"]["inputs"]["lora_strength"] = 0.8
+    prompt["7"]["inputs"]["steps"] = 4
+    prompt["8"]["inputs"]["noise_seed"] = seed
+    prompt["11"] = _aig_sampler(["1", 0], lora=names["lora"], seed=seed)
+    prompt["12"] = _save_latent("11", "aig_test/sampler")
+    entry = comfy_server.run(prompt)
+    guided, sampled = _latent(comfy_server, entry, "10"), _latent(comfy_server, entry, "12")
+    assert torch.isfinite(sampled).all()
+    assert torch.equal(guided, sampled)
+
+
 def _guider_prompt(names, **overrides):
     prompt = _base_prompt(names["ckpt"])
     inputs = {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 5.0,
