@@ -89,6 +89,13 @@ def test_workflow_nodes_exist_and_convert(info, path):
     assert aig and all(n["inputs"]["schedule"] == "power" and n["inputs"]["p"] == 2.0 for n in aig)
 
 
+def test_workflows_listed_as_templates(comfy_server):
+    import requests
+
+    templates = requests.get(f"{comfy_server.url}/workflow_templates", timeout=30).json()
+    assert {p.stem for p in WORKFLOWS} <= set(templates.get("comfy_aig", [])), templates
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_runs(comfy_server, names, info, path):
