@@ -31,7 +31,8 @@ def tuned_inputs() -> list:
         ),
         io.Combo.Input(
             "lora_name", options=[NO_LORA, *folder_paths.get_filename_list("loras")], default=NO_LORA,
-            tooltip="Tuned model as base + this LoRA file (from the loras folder). 'None' = use tuned_model instead.",
+            tooltip="Tuned model as base + this LoRA file (from the loras folder; its diffusion-model weights "
+            "only, text-encoder weights are not applied). 'None' = use tuned_model instead.",
         ),
         io.Float.Input(
             "lora_strength", default=1.0, min=-100.0, max=100.0, step=0.01,
