@@ -6,11 +6,9 @@ import pytest
 import torch
 
 from aig_testkit.demo_fixtures import TINY
-
 from comfy_aig.training.demo import world
 from comfy_aig.training.demo.model import DemoBaseModel, ToyTextEncoder
 from comfy_aig.training.demo.reward import YellownessReward, normalise_features
-
 
 
 def test_world_is_seeded_in_range_and_multimodal():
@@ -118,3 +116,18 @@ def test_exported_lora_reloads_to_the_same_tuned_samples(tmp_path):
     assert not torch.allclose(plain, again, atol=1e-3)  # the LoRA changes the samples
     fresh = diffusion_model(base)  # the shared base UNet was not modified by loading
     assert not any("lora_" in n for n, _ in fresh.unet.named_parameters())
+
+
+def test_shipped_base_model_loads_and_matches_its_json():
+    import json
+
+    from comfy_aig.training.demo.model import CONFIG_NAME, PACKAGE_DIR, WEIGHTS_NAME
+
+    weights = PACKAGE_DIR / WEIGHTS_NAME
+    assert weights.stat().st_size <= 10 * 2**20
+    model = DemoBaseModel.load()
+    side = json.loads((PACKAGE_DIR / CONFIG_NAME).read_text())
+    assert {k: v for k, v in side.items() if k != "training"} == model.config
+    assert model.config["scheduler"]["prediction_type"] == "v_prediction"
+    assert "train_base" in side["training"]["command"] and side["training"]["steps_done"] > 0
+    assert 5e5 < sum(p.numel() for p in model.unet.parameters()) < 2e6
