@@ -42,10 +42,10 @@ class DemoConfig:
     lr: float = 2e-3
     rank: int = 8
     draft_k: int = 1
-    aig_powers: list = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
+    aig_powers: list = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0])
     lora_scales: list = field(default_factory=lambda: [0.25, 0.5, 0.75])
-    kl_weights: list = field(default_factory=lambda: [0.003, 0.01, 0.03])
-    aig_windows: list = field(default_factory=lambda: [[0.6, 0.8]])
+    kl_weights: list = field(default_factory=lambda: [0.001, 0.003, 0.01])
+    aig_windows: list = field(default_factory=lambda: [[0.3, 0.5], [0.6, 0.8]])
     grid_images: int = 24
 
     @classmethod
@@ -55,7 +55,8 @@ class DemoConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> DemoConfig:
         return cls(seed=seed, eval_images=24, eval_chunk=24, train_steps=10, lr=3e-3,
-                   aig_powers=[1.0, 4.0], lora_scales=[0.5], kl_weights=[], grid_images=12)
+                   aig_powers=[1.0, 4.0], lora_scales=[0.5], kl_weights=[], aig_windows=[[0.6, 0.8]],
+                   grid_images=12)
 
 
 def diffusion_model(base: DemoBaseModel, lora_file: Path | None = None) -> DiffusionModel:
