@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from aig_testkit.diffusers_fixtures import make_scheduler, tiny_pixel_model
 from comfy_aig.core.schedules import make_schedule
 from comfy_aig.training.sampling import (

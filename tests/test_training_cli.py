@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from aig_testkit.diffusers_fixtures import TINY_PIXEL_UNET, build_tiny_sd15
-from aig_testkit.sd_fixtures import build_kohya_lora, lora_target_modules
 from PIL import Image
 from safetensors.torch import save_file
 
+from aig_testkit.diffusers_fixtures import TINY_PIXEL_UNET, build_tiny_sd15
+from aig_testkit.sd_fixtures import build_kohya_lora, lora_target_modules
 from comfy_aig.cli import main
 from comfy_aig.training.lora_export import export_kohya
 from comfy_aig.training.models import add_lora, load_pipeline, shipped_config_dir

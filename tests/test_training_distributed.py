@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from aig_testkit.diffusers_fixtures import build_tiny_sd15
 from safetensors.torch import load_file
 
+from aig_testkit.diffusers_fixtures import build_tiny_sd15
 from comfy_aig.training.config import config_from_dict, config_to_dict
 from comfy_aig.training.distributed import DistInfo
 

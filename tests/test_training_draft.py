@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from aig_testkit.diffusers_fixtures import lora_parameters, redness, tiny_pixel_model
 from comfy_aig.training import draft as draft_module
 from comfy_aig.training.draft import DraftSettings, WeightedReward, draft_step

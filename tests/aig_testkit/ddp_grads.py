@@ -14,7 +14,13 @@ from safetensors.torch import save_file
 from comfy_aig.training.config import config_from_dict
 from comfy_aig.training.distributed import broadcast_parameters, init_distributed, shutdown
 from comfy_aig.training.rewards import build_reward
-from comfy_aig.training.trainer import _lora_params, accumulate_gradients, draft_settings, load_model, read_prompts
+from comfy_aig.training.trainer import (
+    _lora_params,
+    accumulate_gradients,
+    draft_settings,
+    load_model,
+    read_prompts,
+)
 
 
 def lora_grads(config, info, device) -> dict[str, torch.Tensor]:

@@ -185,9 +185,9 @@ def build_tiny_sdxl_single_file(root, directory):
     """The tiny SDXL dir written as one original-layout .safetensors (CLIP-L + OpenCLIP text encoders)."""
     from pathlib import Path
 
-    from aig_testkit.sd_fixtures import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
     from safetensors.torch import save_file
 
+    from aig_testkit.sd_fixtures import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
     from comfy_aig.training.models import load_pipeline
 
     single = Path(root) / "tiny_sdxl.safetensors"
