@@ -1,7 +1,9 @@
 """DRaFT memory and speed: peak memory of K = 1 at T = 50 vs T = 10, and step time K = 1 vs full backprop.
 
+Rows: (T=10, K=1), (T=50, K=1), full backprop (K=T) with checkpointing, and full backprop without it.
+
 Each configuration runs in a fresh subprocess on a random-weight latent model (diffusers UNet2DConditionModel
-+ AutoencoderKL, LoRA rank 8 on attention, CFG on), timing one full draft_step + backward after one warm-up.
++ AutoencoderKL, LoRA rank 8 on attention, CFG on), timing the median of --repeats draft_step + backward after one warm-up.
 Memory: on CUDA torch.cuda.max_memory_allocated; on CPU the peak of tensors saved for backward (autograd
 saved-tensor hooks, exact) and the process peak-RSS growth during the step (ru_maxrss, coarse).
 
@@ -67,15 +69,16 @@ def build_model(size: str, resolution: int, device):
     return DiffusionModel(unet, scheduler, encode, decode, (4, latent, latent))
 
 
-def run_one(size: str, resolution: int, steps: int, k: int, batch: int) -> dict:
-    """Time and measure one draft_step + backward (after one warm-up) in this process."""
+def run_one(size: str, resolution: int, steps: int, k: int, batch: int, use_checkpoint: bool = True,
+            repeats: int = 3) -> dict:
+    """Median time of `repeats` draft_step + backward (after one warm-up) and their memory, in this process."""
     import torch
 
     from comfy_aig.training.draft import DraftSettings, draft_step
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(size, resolution, device)
-    settings = DraftSettings(steps=steps, guidance_scale=7.5, k=k, track_kl=False)
+    settings = DraftSettings(steps=steps, guidance_scale=7.5, k=k, track_kl=False, checkpoint=use_checkpoint)
     prompts = [f"prompt {i}" for i in range(batch)]
 
     def reward(images, _prompts):
@@ -97,14 +100,22 @@ def run_one(size: str, resolution: int, steps: int, k: int, batch: int) -> dict:
         return t
 
     rss_before = _current_rss_mib()
-    tic, cpu = time.perf_counter(), time.process_time()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds, cpu_seconds = time.perf_counter() - tic, time.process_time() - cpu
-    result = {"size": size, "resolution": resolution, "T": steps, "K": k, "batch": batch, "device": device.type,
-              "s_per_step": round(seconds, 3), "cpu_s_per_step": round(cpu_seconds, 3),
+    walls, cpus = [], []
+    for i in range(repeats):
+        tic, cpu = time.perf_counter(), time.process_time()
+        if i == 0:  # measure saved-for-backward bytes on the first timed step
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                step()
+        else:
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        walls.append(time.perf_counter() - tic)
+        cpus.append(time.process_time() - cpu)
+    seconds, cpu_seconds = sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
+    result = {"size": size, "resolution": resolution, "T": steps, "K": k, "checkpoint": use_checkpoint,
+              "batch": batch, "device": device.type,
+              "repeats": repeats, "s_per_step": round(seconds, 3), "cpu_s_per_step": round(cpu_seconds, 3),
               "threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2),
               "saved_for_backward_mib": round(peak[0] / 2**20, 2),
               "peak_rss_growth_mib": round(max(0.0, _peak_rss_mib() - rss_before), 1)}
@@ -127,25 +138,30 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per row (median reported)")
     parser.add_argument("--full-steps", type=int, default=10, help="T for the K = T full-backprop comparison")
-    parser.add_argument("--one", nargs=2, type=int, metavar=("T", "K"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=3, type=int, metavar=("T", "K", "CKPT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.size, args.resolution, args.one[0], args.one[1], args.batch)))  # noqa: T201
+        steps, k, use_checkpoint = args.one
+        row = run_one(args.size, args.resolution, steps, k, args.batch, bool(use_checkpoint), args.repeats)
+        print(json.dumps(row))  # noqa: T201
         return 0
     rows = []
-    for steps, k in ((10, 1), (50, 1), (args.full_steps, args.full_steps)):
+    full = args.full_steps
+    for steps, k, use_checkpoint in ((10, 1, 1), (50, 1, 1), (full, full, 1), (full, full, 0)):
         cmd = [sys.executable, __file__, "--size", args.size, "--resolution", str(args.resolution), "--batch",
-               str(args.batch), "--one", str(steps), str(k)]
+               str(args.batch), "--repeats", str(args.repeats), "--one", str(steps), str(k), str(use_checkpoint)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]))  # noqa: T201
-    t10, t50, full = rows
+    t10, t50, full, naive = rows
     key = "cuda_peak_mib" if "cuda_peak_mib" in t10 else "saved_for_backward_mib"
     summary = {"memory_metric": key, "mem_ratio_K1_T50_vs_T10": round(t50[key] / t10[key], 3),
                "rss_growth_T50_vs_T10_mib": [t50["peak_rss_growth_mib"], t10["peak_rss_growth_mib"]],
                "time_ratio_full_vs_K1_at_T": round(full["s_per_step"] / t10["s_per_step"], 2),
                "cpu_time_ratio_full_vs_K1_at_T": round(full["cpu_s_per_step"] / t10["cpu_s_per_step"], 2),
+               "mem_ratio_full_no_checkpoint_vs_K1": round(naive[key] / t10[key], 2),
                "full_backprop_T": full["T"]}
     print(json.dumps(summary))  # noqa: T201
     return 0
