@@ -130,3 +130,17 @@ def test_tensorboard_missing_is_a_clear_error(tmp_path, monkeypatch):
     logger.log(2, {"reward_mean": 0.6})
     logger.truncate_after(1)
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_injected_pixel_model_and_plain_callable_reward(tmp_path):
+    """The demo path: a ready DiffusionModel and a bare reward function, with the sample grid on."""
+    from aig_testkit.diffusers_fixtures import lora_parameters, redness, tiny_pixel_model
+
+    model = tiny_pixel_model("v_prediction")
+    for p in lora_parameters(model.unet):
+        p.requires_grad_(True)
+    config = make_config(tmp_path, "unused", train={"max_steps": 2},
+                         output={"sample_every": 2, "sample_prompts": 2, "checkpoint_every": 0})
+    metrics = train(config, resume="none", model=model, reward=redness, base_kind="pixel-toy")
+    assert "sample/vendi" in metrics and metrics["grad_norm"] > 0
+    assert read_kohya(tmp_path / "run" / "lora_final.safetensors")[1]["ss_base_model_version"] == "pixel-toy"

@@ -9,7 +9,9 @@ Reproducibility: the prompts and the initial noise of (step, micro-batch) come f
 (train.seed, step, micro) for the whole global batch, and each rank takes its slice; the LV / random-K
 generator is seeded by (seed, step, micro, rank). Resuming from a checkpoint therefore continues the exact
 sequence of an uninterrupted run. Rank 0 writes checkpoints, metrics.jsonl, sample grids and the final LoRA.
-``model`` / ``reward`` may be passed in (tests, the demo) instead of being loaded from the config.
+``model`` (a ``sampling.DiffusionModel`` whose UNet has a trainable peft adapter) and ``reward`` (a
+``rewards.Reward``, a ``RewardModel`` or a callable ``(images, prompts) -> [B]``) may be passed in (tests,
+the demo) instead of being loaded from the config.
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ def train(config: TrainConfig, resume: str | None = "auto", model=None, reward=N
     final export); the LR schedule still follows train.max_steps, so a later --resume continues exactly.
     """
     from .monitor import MetricsLogger, SampleMonitor
-    from .rewards import build_reward
+    from .rewards import Reward, build_reward
 
     device = resolve_device(config.train.device)
     info = init_distributed(device.type)
@@ -214,7 +216,10 @@ def train(config: TrainConfig, resume: str | None = "auto", model=None, reward=N
             model, base_kind = load_model(config, device)
         broadcast_parameters(_lora_params(model.unet), info)
         torch.manual_seed(config.train.seed + info.rank)
-        reward = reward if reward is not None else build_reward(config.reward.terms, device)
+        if reward is None:
+            reward = build_reward(config.reward.terms, device)
+        elif not isinstance(reward, Reward):  # a bare RewardModel or callable (images, prompts) -> [B]
+            reward = Reward([(1.0, reward)])
         params = _lora_params(model.unet)
         optimizer, scheduler = _optimizer(config, params)
         out_dir = Path(config.output.dir)
