@@ -144,3 +144,48 @@ def test_injected_pixel_model_and_plain_callable_reward(tmp_path):
     metrics = train(config, resume="none", model=model, reward=redness, base_kind="pixel-toy")
     assert "sample/vendi" in metrics and metrics["grad_norm"] > 0
     assert read_kohya(tmp_path / "run" / "lora_final.safetensors")[1]["ss_base_model_version"] == "pixel-toy"
+
+
+KILL_SCRIPT = """
+import sys, time, torch
+from comfy_aig.training import checkpointing
+out = sys.argv[1]
+net = torch.nn.Module()
+net.lora_A = torch.nn.Linear(3, 2)
+opt = torch.optim.AdamW(net.parameters(), lr=0.1)
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+checkpointing.save_checkpoint(out, 1, net, opt, sched, {"run": 1})
+real = torch.save
+def slow(obj, path, *a, **k):
+    real(obj, path, *a, **k)
+    print("SAVING", flush=True)
+    time.sleep(600)
+checkpointing.torch.save = slow
+with torch.no_grad():
+    net.lora_A.weight += 1
+checkpointing.save_checkpoint(out, 2, net, opt, sched, {"run": 2})
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_save_keeps_previous_checkpoint(tmp_path):
+    """A real SIGKILL in the middle of writing checkpoint 2 leaves checkpoint 1 complete and selected."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        assert proc.stdout.readline().strip() == "SAVING"
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    latest = latest_checkpoint(tmp_path)
+    assert latest is not None and latest.name == "step-00000001"
+    assert json.loads((latest / "state.json").read_text()) == {"step": 1, "config": {"run": 1}}
+    assert set(load_file(str(latest / "lora.safetensors"))) == {"lora_A.weight", "lora_A.bias"}
+    assert list((tmp_path / "checkpoints").glob(".tmp-step-00000002-*"))  # the interrupted write, ignored
