@@ -2,12 +2,13 @@
 
 Rows: (T=10, K=1), (T=50, K=1), full backprop (K=T) with checkpointing, and full backprop without it.
 
-Each configuration runs in a fresh subprocess on a random-weight latent model (diffusers UNet2DConditionModel
-+ AutoencoderKL, LoRA rank 8 on attention, CFG on), timing the median of --repeats draft_step + backward after one warm-up.
-Memory: on CUDA torch.cuda.max_memory_allocated; on CPU the peak of tensors saved for backward (autograd
-saved-tensor hooks, exact) and the process peak-RSS growth during the step (ru_maxrss, coarse).
+Each configuration runs in a fresh subprocess on a random-weight latent model (diffusers
+UNet2DConditionModel + AutoencoderKL, LoRA rank 8 on attention, CFG on), timing the median of
+--repeats draft_step + backward after one warm-up. Memory: on CUDA torch.cuda.max_memory_allocated;
+on CPU the bytes of distinct non-parameter storages saved for backward (autograd saved-tensor hooks:
+the activations kept until backward) and the process peak-RSS growth during the step (ru_maxrss, coarse).
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_training.py            # CPU, tiny model
+    OMP_NUM_THREADS=1 python benchmarks/bench_training.py --resolution 32 --batch 1   # CPU, tiny model
     python benchmarks/bench_training.py --size sd15 --resolution 512  # SD1.5-sized UNet (GPU)
 """
 
@@ -66,7 +67,9 @@ def build_model(size: str, resolution: int, device):
     def decode(x):
         return ((vae.decode(x / 0.18215).sample + 1) / 2).clamp(0, 1)
 
-    return DiffusionModel(unet, scheduler, encode, decode, (4, latent, latent))
+    model = DiffusionModel(unet, scheduler, encode, decode, (4, latent, latent))
+    model.frozen_modules = [unet, vae]  # for the activation count below
+    return model
 
 
 def run_one(size: str, resolution: int, steps: int, k: int, batch: int, use_checkpoint: bool = True,
@@ -92,11 +95,15 @@ def run_one(size: str, resolution: int, steps: int, k: int, batch: int, use_chec
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    live, peak = [0], [0]
+    params = {t.untyped_storage().data_ptr() for m in model.frozen_modules
+              for t in (*m.parameters(), *m.buffers())}
+    seen, peak = set(), [0]
 
-    def pack(t):
-        live[0] += t.numel() * t.element_size()
-        peak[0] = max(peak[0], live[0])
+    def pack(t):  # bytes of distinct non-parameter storages kept for backward (activations)
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params and ptr not in seen:
+            seen.add(ptr)
+            peak[0] += t.untyped_storage().nbytes()
         return t
 
     rss_before = _current_rss_mib()
