@@ -62,6 +62,19 @@ def validate_values(values: dict) -> bool | str:
     return True
 
 
+class ScheduleValidation:
+    """validate_inputs shared by the AIG nodes: schedule and tolerance widgets are checked at /prompt time."""
+
+    @classmethod
+    def validate_inputs(cls, schedule=None, p=None, switch=None, centre=None, width=None, value=None,
+                        window_start=None, window_end=None, skip_tolerance=None):
+        # named arguments: ComfyUI attaches a failure to these inputs only and keeps its own min/max checks
+        # for the others; a linked input arrives as None and is checked when the node runs
+        return validate_values(dict(schedule=schedule, p=p, switch=switch, centre=centre, width=width, value=value,
+                                    window_start=window_start, window_end=window_end,
+                                    skip_tolerance=skip_tolerance))
+
+
 def make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength, skip_tolerance, values):
     """Validated AIGCFGGuider from node inputs (raises AIGError/ScheduleError with the fix)."""
     schedule = schedule_from_kwargs(**{k: values.get(k, SCHEDULE_DEFAULTS[k]) for k in SCHEDULE_KEYS})
@@ -70,7 +83,7 @@ def make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_str
     return build_guider(model, positive, negative, cfg, tuned, schedule, check_tolerance(skip_tolerance))
 
 
-class AIGGuider(io.ComfyNode):
+class AIGGuider(ScheduleValidation, io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -93,15 +106,6 @@ class AIGGuider(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, schedule=None, p=None, switch=None, centre=None, width=None, value=None,
-                        window_start=None, window_end=None, skip_tolerance=None):
-        # named arguments: ComfyUI attaches a failure to these inputs only and keeps its own min/max checks
-        # for the others; a linked input arrives as None and is checked when the node runs
-        return validate_values(dict(schedule=schedule, p=p, switch=switch, centre=centre, width=width, value=value,
-                                    window_start=window_start, window_end=window_end,
-                                    skip_tolerance=skip_tolerance))
-
-    @classmethod
     def execute(cls, model, positive, negative, cfg, lora_name, lora_strength, tuned_model=None,
                 skip_tolerance=0.0, **values) -> io.NodeOutput:
         guider = make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength,
@@ -116,7 +120,7 @@ def ksampler_sigmas(model, steps, sampler_name, scheduler, denoise):
     return sampler.sigmas
 
 
-class AIGSampler(io.ComfyNode):
+class AIGSampler(ScheduleValidation, io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -147,15 +151,6 @@ class AIGSampler(io.ComfyNode):
             ],
             outputs=[io.Latent.Output()],
         )
-
-    @classmethod
-    def validate_inputs(cls, schedule=None, p=None, switch=None, centre=None, width=None, value=None,
-                        window_start=None, window_end=None, skip_tolerance=None):
-        # named arguments: ComfyUI attaches a failure to these inputs only and keeps its own min/max checks
-        # for the others; a linked input arrives as None and is checked when the node runs
-        return validate_values(dict(schedule=schedule, p=p, switch=switch, centre=centre, width=width, value=value,
-                                    window_start=window_start, window_end=window_end,
-                                    skip_tolerance=skip_tolerance))
 
     @classmethod
     def execute(cls, model, lora_name, lora_strength, seed, steps, cfg, sampler_name, scheduler, positive,
