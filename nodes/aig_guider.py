@@ -1,20 +1,23 @@
 """AIGCFGGuider: a ComfyUI CFGGuider that mixes base and tuned predictions, (1 - g) * base + g * tuned.
 
-Two routes evaluate the tuned model (DESIGN.md section 3):
-- "hook": the tuned model is the base plus weight patches (a LoRA file, or a LoraLoader MODEL that
-  shares the base's module). The patches become a weight hook on a second copy of the conditioning;
-  one calc_cond_batch call runs the base group and the hooked group, and ComfyUI's hook cache makes
-  the switch a copy of the LoRA-targeted weights. The base weights are restored after sampling.
+Three routes evaluate the tuned model (DESIGN.md section 3):
+- "bypass" (LoRA file or LoraLoader MODEL, plain LoRA patches): the LoRA stays unmerged; base and tuned
+  conditions run in one batched forward and forward hooks add scale * up(down(x)) to the tuned rows
+  (nodes/lora_bypass.py). No weight copies. Matches the merged LoRA to float rounding, not bit for bit.
+- "hook": the tuned model is the base plus weight patches (any patch type ComfyUI merges). The patches
+  become a weight hook on a second copy of the conditioning; one calc_cond_batch call runs the base group
+  and the hooked group, and ComfyUI's hook cache makes the switch a copy of the LoRA-targeted weights.
+  Bit-identical to LoraLoader's merge; the base weights are restored after sampling.
 - "model": the tuned model is another checkpoint of the same architecture; both are loaded by
   ComfyUI's memory manager (the tuned one as an additional model) and each runs its own forward.
 The weight g = gamma(progress(sigma)) comes from comfy_aig.core.aig; each branch keeps its own CFG
 through ComfyUI's cfg_function, so sampler CFG patches still apply.
 
-Known limits: the unmerged "bypass" LoRA route (one batched forward, no weight copies) needs
-`comfy.sd.load_bypass_lora_for_models`, which ComfyUI 0.3.64 lacks; `bypass_lora_available()` reports
-it and the hook route is used. In the hook route the base model's model_options (CFG patches, FreeU...)
-serve both branches. "*_cfg_pp" samplers read uncond_denoised through a post-CFG hook, which runs per
-branch, so they see the last evaluated branch's uncond rather than a mixed one.
+Known limits: ComfyUI's own bypass LoRA loader (`comfy.sd.load_bypass_lora_for_models`, newer than
+0.3.6x) is not used: our bypass works on any ComfyUI with APPLY_MODEL wrappers. In the hook and bypass
+routes the base model's model_options (CFG patches, FreeU...) serve both branches. "*_cfg_pp" samplers
+read uncond_denoised through a post-CFG hook, which runs per branch, so they see the last evaluated
+branch's uncond rather than a mixed one.
 """
 
 from __future__ import annotations
@@ -31,17 +34,13 @@ import comfy.samplers
 import comfy.utils
 
 from ..core.aig import AIGError, AIGWeighting, mix_predictions
+from .lora_bypass import LoraBypass, plan_bypass
 
 log = logging.getLogger(__name__)
 
 TUNED_KEYS = ("aig_tuned_positive", "aig_tuned_negative")
-
-
-def bypass_lora_available() -> bool:
-    """True when the running ComfyUI offers unmerged (bypass) LoRA loading (newer than 0.3.6x)."""
-    import comfy.sd
-
-    return hasattr(comfy.sd, "load_bypass_lora_for_models")
+LORA_ROUTES = ("auto", "bypass", "hooks")
+TUNED_COND_INDICES = (2, 3)  # position of the tuned pair in the conds list given to calc_cond_batch
 
 
 class AIGPatchHook(comfy.hooks.WeightHook):
@@ -148,16 +147,38 @@ def check_same_architecture(base, tuned) -> None:
 
 @dataclass
 class TunedSource:
-    """How the tuned model is evaluated: route 'hook' (hooks: HookGroup) or 'model' (patcher: ModelPatcher)."""
+    """How the tuned model is evaluated: route 'bypass' (bypass: LoraBypass), 'hook' (hooks: HookGroup)
+    or 'model' (patcher: ModelPatcher)."""
 
     route: str
     hooks: comfy.hooks.HookGroup | None = None
     patcher: object | None = None
+    bypass: LoraBypass | None = None
     description: str = ""
 
 
-def resolve_tuned(base, tuned_model=None, lora_path: str | None = None, lora_strength: float = 1.0) -> TunedSource:
-    """Turn exactly one of (tuned MODEL, LoRA file) into a TunedSource; AIGError naming the problem otherwise."""
+def patch_source(base, entries, what: str, lora_route: str) -> TunedSource:
+    """Weight patches on the base's module -> the bypass route where possible (or asked), else weight hooks."""
+    if lora_route not in LORA_ROUTES:
+        raise AIGError(f"lora_route '{lora_route}' is not one of {', '.join(LORA_ROUTES)}.")
+    if lora_route != "hooks":
+        bypass, reason = plan_bypass(base.model, entries)
+        if bypass is not None:
+            return TunedSource("bypass", bypass=bypass, description=f"{what}, unmerged ({len(bypass)} LoRA patches)")
+        if lora_route == "bypass":
+            raise AIGError(f"lora_route 'bypass' cannot run this LoRA unmerged: {reason}. Set lora_route to "
+                           "'auto' or 'hooks' to merge it through weight hooks instead.")
+        log.info("AIG guider: LoRA runs through weight hooks, not unmerged: %s", reason)
+    return TunedSource("hook", hooks=hook_from_patches(entries), description=f"{what}, weight hooks ({len(entries)} patches)")
+
+
+def resolve_tuned(base, tuned_model=None, lora_path: str | None = None, lora_strength: float = 1.0,
+                  lora_route: str = "auto") -> TunedSource:
+    """Turn exactly one of (tuned MODEL, LoRA file) into a TunedSource; AIGError naming the problem otherwise.
+
+    lora_route (LoRA file or LoraLoader MODEL only): 'auto' = unmerged when every patch is a plain LoRA,
+    else weight hooks; 'bypass' = unmerged or an error; 'hooks' = weight hooks (bit-identical to LoraLoader).
+    """
     if (tuned_model is None) == (lora_path is None):
         raise AIGError(
             "give exactly one tuned model: connect 'tuned_model' (a LoraLoader output or another checkpoint) "
@@ -166,11 +187,9 @@ def resolve_tuned(base, tuned_model=None, lora_path: str | None = None, lora_str
     if lora_path is not None:
         if lora_strength == 0:
             raise AIGError("lora_strength is 0, so the tuned model equals the base model; use a non-zero strength.")
-        entries = lora_file_patches(base, lora_path, lora_strength)
-        return TunedSource("hook", hooks=hook_from_patches(entries), description=f"LoRA file ({len(entries)} weights)")
+        return patch_source(base, lora_file_patches(base, lora_path, lora_strength), "LoRA file", lora_route)
     if tuned_model.model is base.model:
-        entries = lora_delta_patches(base, tuned_model)
-        return TunedSource("hook", hooks=hook_from_patches(entries), description=f"LoRA on base ({len(entries)} patches)")
+        return patch_source(base, lora_delta_patches(base, tuned_model), "LoRA on base", lora_route)
     check_same_architecture(base, tuned_model)
     return TunedSource("model", patcher=tuned_model, description="separate checkpoint")
 
@@ -190,7 +209,7 @@ class AIGCFGGuider(comfy.samplers.CFGGuider):
 
     def set_conds(self, positive, negative):
         tuned_pos, tuned_neg = positive, negative
-        if self.tuned.route == "hook":
+        if self.tuned.route == "hook":  # bypass: the tuned pair is a plain copy, batched with the base pair
             cache = {}
             tuned_pos = comfy.hooks.set_hooks_for_conditioning(positive, self.tuned.hooks, cache=cache)
             tuned_neg = comfy.hooks.set_hooks_for_conditioning(negative, self.tuned.hooks, cache=cache)
@@ -218,7 +237,13 @@ class AIGCFGGuider(comfy.samplers.CFGGuider):
             self.tuned_options.setdefault("transformer_options", {})["sample_sigmas"] = sigmas
             self.tuned.patcher.pre_run()
         try:
-            return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+            if self.tuned.route != "bypass":
+                return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                            disable_pbar, seed)
+            # self.model_options is sample()'s own clone: the wrapper leaves with it
+            with self.tuned.bypass.attached(self.inner_model, self.model_options, TUNED_COND_INDICES):
+                return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                            disable_pbar, seed)
         finally:
             del self.tuned_conds
             if self.tuned.route == "model":
@@ -235,7 +260,7 @@ class AIGCFGGuider(comfy.samplers.CFGGuider):
         base_pair = (self.conds.get("positive"), None if cfg1 else self.conds.get("negative"))
         tuned_pair = (self.tuned_conds.get("positive"), None if cfg1 else self.tuned_conds.get("negative"))
         base_out = tuned_out = None
-        if self.tuned.route == "hook":
+        if self.tuned.route in ("hook", "bypass"):  # one calc_cond_batch; tuned pair at TUNED_COND_INDICES
             conds = [*(base_pair if plan.run_base else (None, None)), *(tuned_pair if plan.run_tuned else (None, None))]
             out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
             if plan.run_base:
@@ -271,6 +296,6 @@ def build_guider(model, positive, negative, cfg, tuned: TunedSource, schedule, t
     guider = AIGCFGGuider(model, tuned, schedule, tolerance)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
-    log.info("AIG guider: tuned model via %s route (%s), schedule %s, bypass LoRA in this ComfyUI: %s",
-             tuned.route, tuned.description, schedule.describe(), bypass_lora_available())
+    log.info("AIG guider: tuned model via %s route (%s), schedule %s", tuned.route, tuned.description,
+             schedule.describe())
     return guider

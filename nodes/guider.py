@@ -12,7 +12,7 @@ from comfy_api.latest import io
 
 from ..core.aig import AIGError, check_tolerance
 from ..core.schedules import ScheduleError
-from .aig_guider import build_guider, resolve_tuned
+from .aig_guider import LORA_ROUTES, build_guider, resolve_tuned
 from .schedule_inputs import schedule_from_kwargs, schedule_inputs
 
 NO_LORA = "None"
@@ -49,6 +49,16 @@ def tolerance_input() -> io.Float.Input:
     )
 
 
+def lora_route_input() -> io.Combo.Input:
+    return io.Combo.Input(
+        "lora_route", options=list(LORA_ROUTES), default="auto", optional=True,
+        tooltip="How a LoRA tuned model runs. auto: unmerged when it is a plain LoRA (base and tuned in one "
+        "batched forward, no weight copies; equal to the merged LoRA up to float rounding), else weight hooks. "
+        "bypass: unmerged or an error. hooks: merged through weight hooks, bit-identical to LoraLoader. "
+        "Not used for a separate checkpoint.",
+    )
+
+
 def validate_values(values: dict) -> bool | str:
     """Check the schedule and tolerance widgets at /prompt time; linked (absent) values are checked at run time."""
     values = {k: v for k, v in values.items() if v is not None}
@@ -57,6 +67,8 @@ def validate_values(values: dict) -> bool | str:
             schedule_from_kwargs(**{k: values[k] for k in SCHEDULE_KEYS})
         if "skip_tolerance" in values:
             check_tolerance(values["skip_tolerance"])
+        if values.get("lora_route", "auto") not in LORA_ROUTES:
+            raise AIGError(f"lora_route '{values['lora_route']}' is not one of {', '.join(LORA_ROUTES)}.")
     except (ScheduleError, AIGError) as error:
         return str(error)
     return True
@@ -67,19 +79,21 @@ class ScheduleValidation:
 
     @classmethod
     def validate_inputs(cls, schedule=None, p=None, switch=None, centre=None, width=None, value=None,
-                        window_start=None, window_end=None, skip_tolerance=None):
+                        window_start=None, window_end=None, skip_tolerance=None, lora_route=None):
         # named arguments: ComfyUI attaches a failure to these inputs only and keeps its own min/max checks
         # for the others; a linked input arrives as None and is checked when the node runs
         return validate_values(dict(schedule=schedule, p=p, switch=switch, centre=centre, width=width, value=value,
                                     window_start=window_start, window_end=window_end,
-                                    skip_tolerance=skip_tolerance))
+                                    skip_tolerance=skip_tolerance, lora_route=lora_route))
 
 
-def make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength, skip_tolerance, values):
+def make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength, skip_tolerance, lora_route,
+                values):
     """Validated AIGCFGGuider from node inputs (raises AIGError/ScheduleError with the fix)."""
     schedule = schedule_from_kwargs(**{k: values.get(k, SCHEDULE_DEFAULTS[k]) for k in SCHEDULE_KEYS})
     lora_path = None if lora_name in (None, NO_LORA) else folder_paths.get_full_path_or_raise("loras", lora_name)
-    tuned = resolve_tuned(model, tuned_model=tuned_model, lora_path=lora_path, lora_strength=lora_strength)
+    tuned = resolve_tuned(model, tuned_model=tuned_model, lora_path=lora_path, lora_strength=lora_strength,
+                          lora_route=lora_route)
     return build_guider(model, positive, negative, cfg, tuned, schedule, check_tolerance(skip_tolerance))
 
 
@@ -101,15 +115,16 @@ class AIGGuider(ScheduleValidation, io.ComfyNode):
                 *tuned_inputs(),
                 *schedule_inputs(),
                 tolerance_input(),
+                lora_route_input(),
             ],
             outputs=[io.Guider.Output()],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, lora_name, lora_strength, tuned_model=None,
-                skip_tolerance=0.0, **values) -> io.NodeOutput:
+                skip_tolerance=0.0, lora_route="auto", **values) -> io.NodeOutput:
         guider = make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength,
-                             skip_tolerance, values)
+                             skip_tolerance, lora_route, values)
         return io.NodeOutput(guider)
 
 
@@ -148,15 +163,17 @@ class AIGSampler(ScheduleValidation, io.ComfyNode):
                                tooltip="Fraction of the schedule to run (1.0 = full text-to-image)."),
                 *schedule_inputs(),
                 tolerance_input(),
+                lora_route_input(),
             ],
             outputs=[io.Latent.Output()],
         )
 
     @classmethod
     def execute(cls, model, lora_name, lora_strength, seed, steps, cfg, sampler_name, scheduler, positive,
-                negative, latent_image, denoise, tuned_model=None, skip_tolerance=0.0, **values) -> io.NodeOutput:
+                negative, latent_image, denoise, tuned_model=None, skip_tolerance=0.0, lora_route="auto",
+                **values) -> io.NodeOutput:
         guider = make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength,
-                             skip_tolerance, values)
+                             skip_tolerance, lora_route, values)
         latent = latent_image.copy()
         samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
         noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))

@@ -1,5 +1,8 @@
 """AIG guider against a real in-process ComfyUI on the shallow SD1.5 fixture (needs COMFYUI_ROOT).
 
+These tests pin the LoRA to the weight-hook route (lora_route='hooks'); test_guider_bypass.py covers the
+unmerged route that 'auto' picks for plain LoRAs.
+
 Exactness claims: g == 0 and g == 1 are compared bit for bit with ComfyUI's plain CFGGuider (a skipped
 branch is never evaluated and the hook applies the same fp32 LoRA merge as LoraLoader); the three
 tuned-model inputs agree bit for bit; the p = 2 run matches a hand-mixed Euler loop to 1e-5 (the
@@ -16,11 +19,11 @@ import torch
 
 from aig_testkit.aig_sampling import (
     SAMPLERS,
+    build_world,
     denoise_once,
     load_unet,
     make_noise,
     plain_cfg,
-    random_conds,
     run_guider,
     sigmas_for,
     with_lora,
@@ -35,17 +38,7 @@ STRENGTH = 0.8
 @pytest.fixture(scope="module")
 def world(comfy_inprocess, sd15_checkpoint, sd15_lora):
     """Base patcher, LoraLoader patcher, a second checkpoint copy + LoRA, conds."""
-    base = load_unet(sd15_checkpoint)
-    other = load_unet(sd15_checkpoint)  # a separate module: the 'another checkpoint' route
-    positive, negative = random_conds()
-    return {
-        "base": base,
-        "lora_model": with_lora(base, sd15_lora, STRENGTH),
-        "other_lora_model": with_lora(other, sd15_lora, STRENGTH),
-        "lora_path": str(sd15_lora),
-        "positive": positive,
-        "negative": negative,
-    }
+    return build_world(sd15_checkpoint, sd15_lora, STRENGTH)
 
 
 def _schedule(name="power", **params):
@@ -61,13 +54,13 @@ def _aig(world, tuned, schedule, noise, sigmas, sampler="euler", tolerance=0.0):
     return run_guider(guider, noise, sigmas, sampler), guider
 
 
-def _tuned(world, how):
+def _tuned(world, how, route="hooks"):
     from comfy_aig.nodes.aig_guider import resolve_tuned
 
     if how == "lora_file":
-        return resolve_tuned(world["base"], lora_path=world["lora_path"], lora_strength=STRENGTH)
+        return resolve_tuned(world["base"], lora_path=world["lora_path"], lora_strength=STRENGTH, lora_route=route)
     if how == "lora_model":
-        return resolve_tuned(world["base"], tuned_model=world["lora_model"])
+        return resolve_tuned(world["base"], tuned_model=world["lora_model"], lora_route=route)
     return resolve_tuned(world["base"], tuned_model=world["other_lora_model"])
 
 
@@ -206,7 +199,7 @@ def test_cfg_patches_apply_to_each_branch(world):
     reference = plain_cfg(patched, world["positive"], world["negative"], CFG, noise, sigmas)
     assert not torch.equal(reference, plain_cfg(world["base"], world["positive"], world["negative"], CFG, noise, sigmas))
     seen.clear()
-    tuned = resolve_tuned(patched, lora_path=world["lora_path"], lora_strength=STRENGTH)
+    tuned = resolve_tuned(patched, lora_path=world["lora_path"], lora_strength=STRENGTH, lora_route="hooks")
     g0 = build_guider(patched, world["positive"], world["negative"], CFG, tuned, _schedule("constant", value=0.0))
     assert torch.equal(run_guider(g0, noise, sigmas), reference)
     seen.clear()

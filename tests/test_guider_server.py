@@ -121,7 +121,8 @@ def test_workflow_runs(comfy_server, names, info, path):
 
 @pytest.mark.slow
 def test_aig_sampler_endpoints_match_ksampler(comfy_server, names):
-    """AIGSampler at g == 0 equals KSampler(base), at g == 1 equals KSampler(LoraLoaderModelOnly), bit for bit."""
+    """AIGSampler at g == 0 equals KSampler(base), at g == 1 equals KSampler(LoraLoaderModelOnly): bit for bit
+    through weight hooks, to float rounding unmerged (the default for a plain LoRA; test_guider_bypass.py)."""
     seed = uuid.uuid4().int % 10**9
     prompt = _base_prompt(names["ckpt"])
     ksampler = {"seed": seed, "steps": 4, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
@@ -132,15 +133,19 @@ def test_aig_sampler_endpoints_match_ksampler(comfy_server, names):
         "6": {"class_type": "KSampler", "inputs": {"model": ["1", 0], **ksampler}},
         "7": {"class_type": "KSampler", "inputs": {"model": ["5", 0], **ksampler}},
         "8": _aig_sampler(["1", 0], lora=names["lora"], seed=seed, schedule="constant", value=0.0),
-        "9": _aig_sampler(["1", 0], tuned=["5", 0], seed=seed, schedule="constant", value=1.0),
+        "9": _aig_sampler(["1", 0], tuned=["5", 0], seed=seed, schedule="constant", value=1.0, lora_route="hooks"),
+        "10": _aig_sampler(["1", 0], tuned=["5", 0], seed=seed, schedule="constant", value=1.0),
     })
-    for node in ("6", "7", "8", "9"):
+    for node in ("6", "7", "8", "9", "10"):
         prompt[f"s{node}"] = _save_latent(node, f"aig_test/parity_{node}")
     entry = comfy_server.run(prompt)
     base, tuned = _latent(comfy_server, entry, "s6"), _latent(comfy_server, entry, "s7")
     assert (base - tuned).abs().max() > 1e-3
     assert torch.equal(_latent(comfy_server, entry, "s8"), base)
     assert torch.equal(_latent(comfy_server, entry, "s9"), tuned)
+    unmerged = _latent(comfy_server, entry, "s10")
+    assert not torch.equal(unmerged, base)
+    assert (unmerged - tuned).abs().max() <= 2e-5 * tuned.abs().max()
 
 
 @pytest.mark.slow
@@ -195,6 +200,11 @@ def test_non_positive_p_rejected_at_prompt(comfy_server, names):
 def test_bad_tolerance_rejected_at_prompt(comfy_server, names):
     text = _rejected(comfy_server, _guider_prompt(names, skip_tolerance=0.7))
     assert "skip_tolerance" in text
+
+
+def test_unknown_lora_route_rejected_at_prompt(comfy_server, names):
+    text = _rejected(comfy_server, _guider_prompt(names, lora_route="merged"))
+    assert "lora_route 'merged' is not one of auto, bypass, hooks" in text
 
 
 def test_lora_matching_no_keys_is_a_node_error(comfy_server, names):

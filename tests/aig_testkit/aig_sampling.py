@@ -27,6 +27,20 @@ def with_lora(model, lora_path: Path, strength: float):
     return patched
 
 
+def build_world(checkpoint: Path, lora: Path, strength: float) -> dict:
+    """Base patcher, its LoraLoader clone, a second checkpoint copy + LoRA (another module), random conds."""
+    base = load_unet(checkpoint)
+    positive, negative = random_conds()
+    return {
+        "base": base,
+        "lora_model": with_lora(base, lora, strength),
+        "other_lora_model": with_lora(load_unet(checkpoint), lora, strength),
+        "lora_path": str(lora),
+        "positive": positive,
+        "negative": negative,
+    }
+
+
 def random_conds(seed: int = 0):
     """(positive, negative) CONDITIONING lists with CLIP-L-shaped random embeddings [1, 77, 768]."""
     gen = torch.Generator().manual_seed(seed)

@@ -1,0 +1,92 @@
+"""Unmerged ("bypass") LoRA math: W' x = W x + s * up(down(x)) (LoRA, Hu et al. 2021, eq. 3), row-selective.
+
+With the LoRA kept out of the weights, the base and the tuned branch of AIG can share one batched forward:
+every LoRA-targeted layer adds s * up(down(x)) to the rows of the tuned branch only. Pure torch, no ComfyUI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Stride/padding/dilation of the Conv2d a LoRA is attached to (the down projection reuses them)."""
+
+    stride: tuple
+    padding: tuple | str
+    dilation: tuple
+
+
+@dataclass(frozen=True)
+class LoraFactors:
+    """One LoRA on one layer: delta W = scale * up @ down.
+
+    Linear: down [r, in], up [out, r].  Conv2d: down [r, in, kh, kw], up [out, r, 1, 1].
+    scale = strength * alpha / r (alpha missing: scale = strength), as ComfyUI merges it.
+    """
+
+    down: torch.Tensor
+    up: torch.Tensor
+    scale: float
+    conv: ConvGeometry | None = None
+
+
+def factors_for_layer(up: torch.Tensor, down: torch.Tensor, weight_shape, scale: float,
+                      conv: ConvGeometry | None) -> LoraFactors | None:
+    """Reshape ComfyUI's (up, down) pair to the layer's geometry; None when the shapes cannot be a plain LoRA."""
+    out_dim, rank = up.shape[0], down.shape[0]
+    in_numel = int(torch.Size(weight_shape[1:]).numel())
+    if up.numel() != out_dim * rank or down.numel() != rank * in_numel or out_dim != weight_shape[0]:
+        return None
+    if conv is None:
+        if len(weight_shape) != 2:
+            return None
+        return LoraFactors(down.reshape(rank, in_numel), up.reshape(out_dim, rank), float(scale))
+    if len(weight_shape) != 4:
+        return None
+    return LoraFactors(down.reshape(rank, *weight_shape[1:]), up.reshape(out_dim, rank, 1, 1), float(scale), conv)
+
+
+def lora_delta(x: torch.Tensor, factors: LoraFactors, down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """scale * up(down(x)) for x [..., in] (Linear) or [N, in, H, W] (Conv2d); down/up already on x's device/dtype."""
+    if factors.conv is None:
+        return F.linear(F.linear(x, down), up) * factors.scale  # [..., out]
+    g = factors.conv
+    hidden = F.conv2d(x, down, stride=g.stride, padding=g.padding, dilation=g.dilation)  # [N, r, H', W']
+    return F.conv2d(hidden, up) * factors.scale  # [N, out, H', W']
+
+
+def tuned_rows(cond_indices, n_rows: int, tuned_indices) -> slice | torch.Tensor | None:
+    """Rows of a batched forward that belong to the tuned branch.
+
+    ComfyUI concatenates equal-sized chunks, chunk k coming from cond list entry cond_indices[k]; rows of
+    chunk k are [k * n_rows / len(cond_indices), (k + 1) * ...). Returns None (no tuned rows), slice(None)
+    (all rows) or a LongTensor of row indices.
+    """
+    chunks = len(cond_indices)
+    if chunks == 0 or n_rows % chunks:
+        raise ValueError(f"{n_rows} rows cannot be split into {chunks} equal condition chunks")
+    size = n_rows // chunks
+    flags = [index in tuned_indices for index in cond_indices]
+    if not any(flags):
+        return None
+    if all(flags):
+        return slice(None)
+    return torch.tensor([k * size + i for k, flag in enumerate(flags) if flag for i in range(size)], dtype=torch.long)
+
+
+def add_rows(output: torch.Tensor, rows: slice | torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """output with delta added on `rows` (a new tensor; delta has len(rows) rows)."""
+    delta = delta.to(output.dtype)
+    if isinstance(rows, slice):
+        return output + delta
+    return output.index_add(0, rows.to(output.device), delta)
+
+
+def select_rows(x: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
+    """The rows of x that a LoRA delta is computed for."""
+    return x if isinstance(rows, slice) else x.index_select(0, rows.to(x.device))
