@@ -14,6 +14,8 @@ machine shared with other jobs distorts far less than wall time; wall ratios are
   AIG p=2 / plain CFG with the merged LoRA   <= 2.05
   AIG g==0 / plain CFG base, AIG g==1 / plain CFG merged LoRA   <= 1.1
   AIG 20% window (linear on progress [0.4, 0.6]) / plain CFG merged LoRA   <= 1.3
+Each AIG case runs twice: through weight hooks (lora_route='hooks') and unmerged (lora_route='bypass',
+what 'auto' picks for a plain LoRA); "bypass/hooks" is the unmerged route's time over the hook route's.
 Peak RSS increase: a fresh process per variant loads the model, then one run (64 px, batch 1) is watched
 (resident memory sampled every 2 ms) and its peak minus the resident memory just before it is reported.
 """
@@ -96,20 +98,23 @@ def variants(world, cfg: float):
             return guider
         return make
 
-    def aig(schedule):
+    def aig(schedule, route):
         def make():
-            tuned = resolve_tuned(world["base"], lora_path=world["lora"], lora_strength=1.0)
+            tuned = resolve_tuned(world["base"], lora_path=world["lora"], lora_strength=1.0, lora_route=route)
             return build_guider(world["base"], world["positive"], world["negative"], cfg, tuned, schedule)
         return make
 
-    return {
-        "plain_base": plain(world["base"]),
-        "plain_lora": plain(world["merged"]),
-        "aig_p2": aig(make_schedule("power", p=2.0)),
-        "aig_g0": aig(make_schedule("constant", value=0.0)),
-        "aig_g1": aig(make_schedule("constant", value=1.0)),
-        "aig_window20": aig(make_schedule("linear", start=0.4, end=0.6)),
-    }
+    makers = {"plain_base": plain(world["base"]), "plain_lora": plain(world["merged"])}
+    for case, schedule in AIG_CASES.items():
+        for route, suffix in ROUTES.items():
+            makers[case + suffix] = aig(make_schedule(*schedule[:1], **schedule[1]), route)
+    return makers
+
+
+AIG_CASES = {"aig_p2": ("power", {"p": 2.0}), "aig_g0": ("constant", {"value": 0.0}),
+             "aig_g1": ("constant", {"value": 1.0}), "aig_window20": ("linear", {"start": 0.4, "end": 0.6})}
+ROUTES = {"hooks": "", "bypass": "_bypass"}  # lora_route -> variant name suffix
+PLAIN_FOR = {"aig_p2": "plain_lora", "aig_g0": "plain_base", "aig_g1": "plain_lora", "aig_window20": "plain_lora"}
 
 
 def memory_variants(world, cfg: float):
@@ -117,16 +122,16 @@ def memory_variants(world, cfg: float):
     from comfy_aig.core.schedules import make_schedule
 
     timed = variants(world, cfg)
-    return {"plain_lora": timed["plain_lora"], "aig_p2": timed["aig_p2"],
+    return {"plain_lora": timed["plain_lora"], "aig_p2": timed["aig_p2"], "aig_p2_bypass": timed["aig_p2_bypass"],
             "aig_p2_lora_model_input": variants_model_input(world, cfg, make_schedule("power", p=2.0))}
 
 
 def variants_model_input(world, cfg, schedule):
-    """AIG with the tuned model given as a LoraLoader MODEL (hook route from its patches)."""
+    """AIG with the tuned model given as a LoraLoader MODEL (weight-hook route from its patches)."""
     from comfy_aig.nodes.aig_guider import build_guider, resolve_tuned
 
     def make():
-        tuned = resolve_tuned(world["base"], tuned_model=world["merged"])
+        tuned = resolve_tuned(world["base"], tuned_model=world["merged"], lora_route="hooks")
         return build_guider(world["base"], world["positive"], world["negative"], cfg, tuned, schedule)
     return make
 
@@ -170,24 +175,21 @@ def bench_shape(world, size: int, batch: int, steps: int, repeats: int, cfg: flo
             runs[name].append(time_run(make, noise, sigmas))
     median = {key: {name: statistics.median(r[key] for r in rs) for name, rs in runs.items()}
               for key in ("loop_cpu", "loop", "total")}
-    cpu = median["loop_cpu"]
-    ratios = {
-        "aig_p2/plain_lora": cpu["aig_p2"] / cpu["plain_lora"],
-        "aig_g0/plain_base": cpu["aig_g0"] / cpu["plain_base"],
-        "aig_g1/plain_lora": cpu["aig_g1"] / cpu["plain_lora"],
-        "aig_window20/plain_lora": cpu["aig_window20"] / cpu["plain_lora"],
-    }
-    wall = median["loop"]
-    wall_ratios = {
-        "aig_p2/plain_lora": wall["aig_p2"] / wall["plain_lora"],
-        "aig_g0/plain_base": wall["aig_g0"] / wall["plain_base"],
-        "aig_g1/plain_lora": wall["aig_g1"] / wall["plain_lora"],
-        "aig_window20/plain_lora": wall["aig_window20"] / wall["plain_lora"],
-    }
+    ratios, wall_ratios = ratio_table(median["loop_cpu"]), ratio_table(median["loop"])
     calls = {name: rs[-1]["calls"] for name, rs in runs.items()}
     raw = {name: [{k: v for k, v in r.items() if k != "calls"} for r in rs] for name, rs in runs.items()}
     return {"size": size, "batch": batch, "steps": steps, "median": median, "ratios": ratios,
             "wall_ratios": wall_ratios, "calls": calls, "runs": raw}
+
+
+def ratio_table(seconds: dict) -> dict:
+    """'<variant>/<plain>' for every AIG variant, and '<case>_bypass/hooks' per case."""
+    out = {}
+    for case, plain in PLAIN_FOR.items():
+        for suffix in ROUTES.values():
+            out[f"{case}{suffix}/{plain}"] = seconds[case + suffix] / seconds[plain]
+        out[f"{case}_bypass/hooks"] = seconds[case + "_bypass"] / seconds[case]
+    return out
 
 
 def rss_child(fixture_dir: Path, name: str, cfg: float) -> int:
@@ -202,7 +204,7 @@ def rss_child(fixture_dir: Path, name: str, cfg: float) -> int:
 def measure_rss(fixture_dir: Path, cfg: float) -> dict:
     """variant -> peak RSS increase in MB, each from its own process."""
     out = {}
-    for name in ("plain_lora", "aig_p2", "aig_p2_lora_model_input"):
+    for name in ("plain_lora", "aig_p2", "aig_p2_bypass", "aig_p2_lora_model_input"):
         command = [sys.executable, __file__, "--rss-variant", name, "--fixture-dir", str(fixture_dir)]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         out[name] = int(done.stdout.strip().splitlines()[-1]) / 2**20
@@ -220,20 +222,19 @@ def lora_target_mb(world) -> tuple[float, float]:
 
 def markdown(results: list[dict], rss_mb: dict, target_mb: float, unet_mb: float) -> str:
     lines = [
-        "| size | batch | plain base | plain LoRA | AIG p=2 | AIG g=0 | AIG g=1 | AIG 20% window "
-        "| p=2/plain (<=2.05) | g=0/plain (<=1.1) | g=1/plain (<=1.1) | window/plain (<=1.3) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| size | batch | route | plain base | plain LoRA | AIG p=2 | AIG g=0 | AIG g=1 | AIG 20% window "
+        "| p=2/plain (<=2.05) | g=0/plain (<=1.1) | g=1/plain (<=1.1) | window/plain (<=1.3) | p=2 bypass/hooks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         m, q, w = r["median"]["loop_cpu"], r["ratios"], r["wall_ratios"]
-        lines.append(
-            f"| {r['size']} | {r['batch']} | {m['plain_base']:.2f} | {m['plain_lora']:.2f} | {m['aig_p2']:.2f} "
-            f"| {m['aig_g0']:.2f} | {m['aig_g1']:.2f} | {m['aig_window20']:.2f} "
-            f"| {q['aig_p2/plain_lora']:.2f} (wall {w['aig_p2/plain_lora']:.2f}) "
-            f"| {q['aig_g0/plain_base']:.2f} (wall {w['aig_g0/plain_base']:.2f}) "
-            f"| {q['aig_g1/plain_lora']:.2f} (wall {w['aig_g1/plain_lora']:.2f}) "
-            f"| {q['aig_window20/plain_lora']:.2f} (wall {w['aig_window20/plain_lora']:.2f}) |"
-        )
+        for route, suffix in ROUTES.items():
+            cells = [f"{m[case + suffix]:.2f}" for case in AIG_CASES]
+            cells += [f"{q[f'{case}{suffix}/{plain}']:.2f} (wall {w[f'{case}{suffix}/{plain}']:.2f})"
+                      for case, plain in PLAIN_FOR.items()]
+            cells.append(f"{q['aig_p2_bypass/hooks']:.2f} (wall {w['aig_p2_bypass/hooks']:.2f})" if suffix else "")
+            lines.append(f"| {r['size']} | {r['batch']} | {route} | {m['plain_base']:.2f} | {m['plain_lora']:.2f} | "
+                         + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Times: median CPU seconds of the sampler loop (main thread). Median total wall seconds per run "
                  "including ComfyUI's per-run setup: " + "; ".join(

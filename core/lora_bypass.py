@@ -51,13 +51,26 @@ def factors_for_layer(up: torch.Tensor, down: torch.Tensor, weight_shape, scale:
     return LoraFactors(down.reshape(rank, *weight_shape[1:]), up.reshape(out_dim, rank, 1, 1), float(scale), conv)
 
 
-def lora_delta(x: torch.Tensor, factors: LoraFactors, down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """scale * up(down(x)) for x [..., in] (Linear) or [N, in, H, W] (Conv2d); down/up already on x's device/dtype."""
-    if factors.conv is None:
-        return F.linear(F.linear(x, down), up) * factors.scale  # [..., out]
-    g = factors.conv
-    hidden = F.conv2d(x, down, stride=g.stride, padding=g.padding, dilation=g.dilation)  # [N, r, H', W']
-    return F.conv2d(hidden, up) * factors.scale  # [N, out, H', W']
+def cast_factors(factors: LoraFactors, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(down, scale * up) on a device/dtype: the scale is folded into up once, not applied per call."""
+    return factors.down.to(device, dtype), (factors.up * factors.scale).to(device, dtype)
+
+
+def lora_delta(x: torch.Tensor, conv: ConvGeometry | None, down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """up(down(x)) for x [..., in] (Linear, conv None) or [N, in, H, W] (Conv2d); (down, up) from cast_factors."""
+    if conv is None:
+        return F.linear(F.linear(x, down), up)  # [..., out]
+    hidden = F.conv2d(x, down, stride=conv.stride, padding=conv.padding, dilation=conv.dilation)  # [N, r, H', W']
+    return F.conv2d(hidden, up)  # [N, out, H', W']
+
+
+def summed_delta(x: torch.Tensor, convs, pairs) -> torch.Tensor:
+    """Sum of up(down(x)) over the LoRAs stacked on one layer (first result reused as the accumulator)."""
+    total = None
+    for conv, (down, up) in zip(convs, pairs):
+        delta = lora_delta(x, conv, down, up)
+        total = delta if total is None else total.add_(delta)
+    return total
 
 
 def tuned_rows(cond_indices, n_rows: int, tuned_indices) -> slice | torch.Tensor | None:

@@ -24,9 +24,10 @@ from ..core.lora_bypass import (
     ConvGeometry,
     LoraFactors,
     add_rows,
+    cast_factors,
     factors_for_layer,
-    lora_delta,
     select_rows,
+    summed_delta,
     tuned_rows,
 )
 
@@ -95,14 +96,14 @@ class LoraBypass:
         return sum(len(f) for f in self.layers.values())
 
     def _factors_on(self, path, device, dtype):
-        """(down, up) of every LoRA on a layer, cast once per device/dtype."""
+        """(down, scale * up) of every LoRA on a layer, cast once per device/dtype."""
         key = (path, device, dtype)
         if key not in self._cast:
-            self._cast[key] = [(f.down.to(device, dtype), f.up.to(device, dtype)) for f in self.layers[path]]
+            self._cast[key] = [cast_factors(f, device, dtype) for f in self.layers[path]]
         return self._cast[key]
 
     def _forward_hook(self, path):
-        factors = self.layers[path]
+        convs = [f.conv for f in self.layers[path]]
 
         def hook(module, args, output):
             rows = self._rows
@@ -114,9 +115,7 @@ class LoraBypass:
                     f"unmerged LoRA: layer {path} saw a batch of {x.shape[0]} rows, the model call had "
                     f"{self._n_rows}; this model reshapes its batch. Set lora_route to 'hooks'."
                 )
-            xs = select_rows(x, rows)
-            pairs = self._factors_on(path, x.device, x.dtype)
-            delta = sum(lora_delta(xs, f, down, up) for f, (down, up) in zip(factors, pairs))
+            delta = summed_delta(select_rows(x, rows), convs, self._factors_on(path, x.device, x.dtype))
             return add_rows(output, rows, delta)
 
         return hook

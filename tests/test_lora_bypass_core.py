@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from comfy_aig.core.lora_bypass import (
     ConvGeometry,
     add_rows,
+    cast_factors,
     factors_for_layer,
     lora_delta,
     select_rows,
+    summed_delta,
     tuned_rows,
 )
 
@@ -32,7 +34,7 @@ def test_linear_delta_equals_merged_weight():
     factors = factors_for_layer(up, down, weight.shape, scale=0.7, conv=None)
     x = torch.randn(4, 9, 5, generator=g, dtype=DT)  # [N, tokens, in]
     merged = F.linear(x, weight + 0.7 * up @ down, bias)
-    bypass = F.linear(x, weight, bias) + lora_delta(x, factors, factors.down, factors.up)
+    bypass = F.linear(x, weight, bias) + lora_delta(x, None, *cast_factors(factors, "cpu", DT))
     assert torch.allclose(bypass, merged, rtol=1e-12, atol=1e-12)
 
 
@@ -49,7 +51,7 @@ def test_conv_delta_equals_merged_weight(stride, padding, dilation):
     x = torch.randn(3, 4, 10, 10, generator=g, dtype=DT)
     args = dict(stride=stride, padding=padding, dilation=dilation)
     merged = F.conv2d(x, merged_weight, bias, **args)
-    bypass = F.conv2d(x, weight, bias, **args) + lora_delta(x, factors, factors.down, factors.up)
+    bypass = F.conv2d(x, weight, bias, **args) + lora_delta(x, geometry, *cast_factors(factors, "cpu", DT))
     assert torch.allclose(bypass, merged, rtol=1e-12, atol=1e-12)
 
 
@@ -62,7 +64,20 @@ def test_linear_shaped_lora_on_1x1_conv():
     assert factors.down.shape == (2, 4, 1, 1) and factors.up.shape == (6, 2, 1, 1)
     x = torch.randn(2, 4, 5, 5, generator=g, dtype=DT)
     merged = F.conv2d(x, weight + (up @ down).reshape(weight.shape))
-    assert torch.allclose(F.conv2d(x, weight) + lora_delta(x, factors, factors.down, factors.up), merged)
+    delta = lora_delta(x, factors.conv, *cast_factors(factors, "cpu", DT))
+    assert torch.allclose(F.conv2d(x, weight) + delta, merged)
+
+
+def test_stacked_loras_sum():
+    """Two LoRAs on one layer add up: W + s1 up1 down1 + s2 up2 down2."""
+    g = torch.Generator().manual_seed(4)
+    weight = torch.randn(6, 5, generator=g, dtype=DT)
+    pairs = [_pair(6, 3, (5,), seed=5), _pair(6, 2, (5,), seed=6)]
+    factors = [factors_for_layer(up, down, weight.shape, scale, None) for (up, down), scale in zip(pairs, (0.5, -1.5))]
+    x = torch.randn(7, 5, generator=g, dtype=DT)
+    merged = F.linear(x, weight + 0.5 * pairs[0][0] @ pairs[0][1] - 1.5 * pairs[1][0] @ pairs[1][1])
+    delta = summed_delta(x, [None, None], [cast_factors(f, "cpu", DT) for f in factors])
+    assert torch.allclose(F.linear(x, weight) + delta, merged, rtol=1e-12, atol=1e-12)
 
 
 def test_shapes_that_do_not_fit_are_refused():
