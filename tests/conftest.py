@@ -53,3 +53,11 @@ def sd15_lora(tmp_path_factory):
     from aig_testkit.sd_fixtures import build_kohya_lora
 
     return build_kohya_lora(tmp_path_factory.mktemp("lora") / "aig_tiny_lora.safetensors")
+
+
+@pytest.fixture(scope="session")
+def aig_world(comfy_inprocess, sd15_checkpoint, sd15_lora):
+    """In-process ComfyUI world for the guider tests: base, LoraLoader(base, 0.8), another checkpoint + LoRA, conds."""
+    from aig_testkit.aig_sampling import LORA_STRENGTH, build_world
+
+    return build_world(sd15_checkpoint, sd15_lora, LORA_STRENGTH)

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from aig_testkit.aig_sampling import (
+    LORA_STRENGTH,
     SAMPLERS,
-    build_world,
     make_noise,
     plain_cfg,
     run_guider,
@@ -26,13 +26,13 @@ from aig_testkit.aig_sampling import (
 pytestmark = pytest.mark.comfyui
 
 CFG = 5.0
-STRENGTH = 0.8
+STRENGTH = LORA_STRENGTH
 REL_TOL = 2e-5
 
 
 @pytest.fixture(scope="module")
-def world(comfy_inprocess, sd15_checkpoint, sd15_lora):
-    return build_world(sd15_checkpoint, sd15_lora, STRENGTH)
+def world(aig_world):
+    return aig_world
 
 
 def _schedule(name="power", **params):

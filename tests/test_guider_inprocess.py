@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from aig_testkit.aig_sampling import (
+    LORA_STRENGTH,
     SAMPLERS,
-    build_world,
     denoise_once,
     load_unet,
     make_noise,
@@ -32,13 +32,12 @@ from aig_testkit.aig_sampling import (
 pytestmark = pytest.mark.comfyui
 
 CFG = 5.0
-STRENGTH = 0.8
+STRENGTH = LORA_STRENGTH
 
 
 @pytest.fixture(scope="module")
-def world(comfy_inprocess, sd15_checkpoint, sd15_lora):
-    """Base patcher, LoraLoader patcher, a second checkpoint copy + LoRA, conds."""
-    return build_world(sd15_checkpoint, sd15_lora, STRENGTH)
+def world(aig_world):
+    return aig_world
 
 
 def _schedule(name="power", **params):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+LORA_STRENGTH = 0.8  # strength of the fixture LoRA in the guider tests' world
 SAMPLERS = ("euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "ddim", "uni_pc")
 
 
