@@ -194,3 +194,24 @@ def test_lora_it_cannot_run_unmerged_falls_back_or_errors(world, tmp_path):
         _tuned(world, "bypass", dora)
     with pytest.raises(AIGError, match="lora_route 'merged' is not one of auto, bypass, hooks"):
         _tuned(world, "merged")
+
+
+def test_layer_fed_another_batch_is_an_error(world):
+    """A model that folds other axes into the batch cannot map rows to branches: stop and name the fix."""
+    from comfy_aig.core.aig import AIGError
+    from comfy_aig.nodes.lora_bypass import WRAPPER_KEY
+
+    bypass = _tuned(world, "bypass").bypass
+    model = world["base"].model
+    path = next(iter(bypass.layers))
+    layer = model.get_submodule(path)
+    options = {}
+    with bypass.attached(model, options, (2, 3)):
+        wrapper = options["transformer_options"]["wrappers"]["apply_model"][WRAPPER_KEY][0]
+
+        def executor(x, *args, **kwargs):  # the model call has 2 rows, the layer sees 3
+            return layer(torch.randn(3, 5, layer.weight.shape[1]))
+
+        with pytest.raises(AIGError, match=f"layer {path} saw a batch of 3 rows, the model call had 2.*'hooks'"):
+            wrapper(executor, torch.zeros(2, 4, 8, 8), torch.zeros(2), transformer_options={"cond_or_uncond": [0, 2]})
+        assert bypass._rows is None  # the next call starts clean
