@@ -125,7 +125,10 @@ class LoraBypass:
             cond_indices = transformer_options.get("cond_or_uncond")
             if cond_indices is None:
                 raise AIGError("unmerged LoRA: ComfyUI did not say which conditions are batched; set lora_route to 'hooks'.")
-            self._rows, self._n_rows = tuned_rows(cond_indices, x.shape[0], tuned_indices), x.shape[0]
+            rows = tuned_rows(cond_indices, x.shape[0], tuned_indices)
+            if isinstance(rows, torch.Tensor):
+                rows = rows.to(x.device)  # once per call, not once per layer (no host-device copy per layer)
+            self._rows, self._n_rows = rows, x.shape[0]
             try:
                 return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
             finally:
