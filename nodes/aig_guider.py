@@ -157,11 +157,16 @@ class TunedSource:
     description: str = ""
 
 
-def patch_source(base, entries, what: str, lora_route: str) -> TunedSource:
-    """Weight patches on the base's module -> the bypass route where possible (or asked), else weight hooks."""
+def check_lora_route(lora_route: str) -> str:
+    """lora_route itself, or AIGError naming the valid choices."""
     if lora_route not in LORA_ROUTES:
         raise AIGError(f"lora_route '{lora_route}' is not one of {', '.join(LORA_ROUTES)}.")
-    if lora_route != "hooks":
+    return lora_route
+
+
+def patch_source(base, entries, what: str, lora_route: str) -> TunedSource:
+    """Weight patches on the base's module -> the bypass route where possible (or asked), else weight hooks."""
+    if check_lora_route(lora_route) != "hooks":
         bypass, reason = plan_bypass(base.model, entries)
         if bypass is not None:
             return TunedSource("bypass", bypass=bypass, description=f"{what}, unmerged ({len(bypass)} LoRA patches)")

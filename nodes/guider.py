@@ -12,13 +12,27 @@ from comfy_api.latest import io
 
 from ..core.aig import AIGError, check_tolerance
 from ..core.schedules import ScheduleError
-from .aig_guider import LORA_ROUTES, build_guider, resolve_tuned
+from .aig_guider import LORA_ROUTES, build_guider, check_lora_route, resolve_tuned
 from .schedule_inputs import schedule_from_kwargs, schedule_inputs
 
 NO_LORA = "None"
 SCHEDULE_KEYS = ("schedule", "p", "switch", "centre", "width", "value", "window_start", "window_end")
 SCHEDULE_DEFAULTS = {"schedule": "power", "p": 2.0, "switch": 0.5, "centre": 0.5, "width": 0.1, "value": 1.0,
                      "window_start": 0.0, "window_end": 1.0}
+
+
+BASE_MODEL_INPUT = dict(tooltip="Base model (the untuned checkpoint).")
+
+
+def prompt_inputs() -> list:
+    """positive and negative CONDITIONING, shared by both models."""
+    return [io.Conditioning.Input("positive", tooltip="Positive prompt, used by both models."),
+            io.Conditioning.Input("negative", tooltip="Negative prompt, used by both models.")]
+
+
+def cfg_input() -> io.Float.Input:
+    return io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                          tooltip="CFG scale applied to each model separately (1.0 = no guidance).")
 
 
 def tuned_inputs() -> list:
@@ -67,8 +81,8 @@ def validate_values(values: dict) -> bool | str:
             schedule_from_kwargs(**{k: values[k] for k in SCHEDULE_KEYS})
         if "skip_tolerance" in values:
             check_tolerance(values["skip_tolerance"])
-        if values.get("lora_route", "auto") not in LORA_ROUTES:
-            raise AIGError(f"lora_route '{values['lora_route']}' is not one of {', '.join(LORA_ROUTES)}.")
+        if "lora_route" in values:
+            check_lora_route(values["lora_route"])
     except (ScheduleError, AIGError) as error:
         return str(error)
     return True
@@ -107,11 +121,9 @@ class AIGGuider(ScheduleValidation, io.ComfyNode):
             description="Mixes the base and the tuned model at every step: (1 - g) * base + g * tuned, "
             "g = gamma(progress). Early noisy steps follow the base (diversity), late steps the tuned model (reward).",
             inputs=[
-                io.Model.Input("model", tooltip="Base model (the untuned checkpoint)."),
-                io.Conditioning.Input("positive", tooltip="Positive prompt, used by both models."),
-                io.Conditioning.Input("negative", tooltip="Negative prompt, used by both models."),
-                io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="CFG scale applied to each model separately (1.0 = no guidance)."),
+                io.Model.Input("model", **BASE_MODEL_INPUT),
+                *prompt_inputs(),
+                cfg_input(),
                 *tuned_inputs(),
                 *schedule_inputs(),
                 tolerance_input(),
@@ -145,19 +157,17 @@ class AIGSampler(ScheduleValidation, io.ComfyNode):
             description="KSampler-style sampling with AIG: mixes base and tuned predictions by a schedule of "
             "sampling progress. Same result as AIG Guider + SamplerCustomAdvanced with KSampler's sigmas.",
             inputs=[
-                io.Model.Input("model", tooltip="Base model (the untuned checkpoint)."),
+                io.Model.Input("model", **BASE_MODEL_INPUT),
                 *tuned_inputs(),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed (any value; same seed = same noise as KSampler)."),
                 io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps (20 is typical)."),
-                io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="CFG scale applied to each model separately (1.0 = no guidance)."),
+                cfg_input(),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
                                tooltip="Sampler, as in KSampler (every sampler works: weights follow sigma)."),
                 io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
                                tooltip="Noise schedule, as in KSampler."),
-                io.Conditioning.Input("positive", tooltip="Positive prompt, used by both models."),
-                io.Conditioning.Input("negative", tooltip="Negative prompt, used by both models."),
+                *prompt_inputs(),
                 io.Latent.Input("latent_image", tooltip="Latent to denoise (an Empty Latent Image for text-to-image)."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Fraction of the schedule to run (1.0 = full text-to-image)."),
