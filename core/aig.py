@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import AIGInputError
 from .schedules import Schedule
 
 
-class AIGError(ValueError):
+class AIGError(AIGInputError):
     """An AIG input is invalid; the message names the problem and the fix."""
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import AIGInputError
+
 LOG_EPS = 1e-10  # floor inside log10 for the log-spectrum SCD (Jena et al. 2024, sec. 5)
 CHUNK_ROWS = 1024  # rows of a pairwise-distance block: CHUNK_ROWS * N * 8 bytes (80 MB at N = 10,000)
 METRIC_KEYS = ("scd", "log_scd", "fid", "precision", "recall", "vendi", "vendi_ref", "pairwise_cosine")
 
 
-class DiversityInputError(ValueError):
+class DiversityInputError(AIGInputError):
     """Bad feature matrices given to a diversity metric (the message names the problem and the fix)."""
 
 

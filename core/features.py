@@ -24,12 +24,15 @@ from torchvision.models.inception import (
     InceptionE,
 )
 
+from . import files
+from .errors import AIGInputError
+
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 NUM_CLASSES = 1008  # the TF graph's label space
 
 
-class FeatureModelError(ValueError):
+class FeatureModelError(AIGInputError):
     """A feature-model file that cannot be used (the message names the problem and the fix)."""
 
 
@@ -106,22 +109,8 @@ class InceptionFeatures(torch.nn.Module):
 
 
 def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file, or of a .pt/.pth via torch.load(weights_only=True)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - report any unpickling refusal with the file name
-        raise FeatureModelError(f"cannot read {path.name} as a weights-only PyTorch file ({error}); "
-                                "convert it to .safetensors or use the pytorch-fid Inception file.") from error
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise FeatureModelError(f"{path.name} holds a {type(state).__name__}, not a state dict of tensors.")
-    return state
+    """Tensors of a .safetensors file, or of a .pt/.pth via torch.load(weights_only=True) (core.files)."""
+    return files.read_state_dict(path, "the FID Inception-v3 state dict")[0]
 
 
 def load_fid_inception(path: Path | str, device: torch.device | str | None = None) -> InceptionFeatures:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .errors import AIGInputError
+
 SCHEDULE_NAMES = ("power", "linear", "step", "sigmoid", "cosine", "constant")
 
 # family -> {parameter: (low, high, low_inclusive)} for validation and UI ranges
@@ -28,7 +30,7 @@ PARAMETER_RANGES = {
 DEFAULT_PARAMETERS = {"p": 2.0, "switch": 0.5, "centre": 0.5, "width": 0.1, "value": 1.0}
 
 
-class ScheduleError(ValueError):
+class ScheduleError(AIGInputError):
     """A schedule name or parameter is invalid; the message names the valid choices."""
 
 

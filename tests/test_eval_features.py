@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from torchvision.models.inception import Inception3
 
 from comfy_aig.core import features as ft
+from comfy_aig.core.errors import FileLoadError
 
 
 @pytest.fixture(scope="module")
@@ -76,5 +77,5 @@ def test_wrong_file_names_the_mismatch(tmp_path):
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"x": argparse.Namespace(code="not a tensor")}, path)  # any non-allowlisted global
-    with pytest.raises(ft.FeatureModelError, match="weights-only"):
+    with pytest.raises(FileLoadError, match=r"evil.pth was refused by torch.load\(weights_only=True\)"):
         ft.load_fid_inception(path)

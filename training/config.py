@@ -15,10 +15,12 @@ from pathlib import Path
 
 import tomllib
 
+from ..core.errors import AIGInputError
+
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(AIGInputError):
     """Invalid config: unknown key, bad value or type; the message names the key and the valid choices."""
 
 

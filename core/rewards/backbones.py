@@ -7,12 +7,15 @@ explicit config, a JSON sidecar, or the built-in open_clip config whose shapes m
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
 
 import torch
+
+from ..errors import FileLoadError, plain_text
+from ..files import read_json
+from .base import RewardInputError
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +84,18 @@ class OpenClipBackbone(torch.nn.Module):
 
 def load_hf_clip(directory: Path) -> HFClipBackbone:
     """CLIPModel from a local directory (config.json + model.safetensors / pytorch_model.bin), strict keys."""
+    from safetensors import SafetensorError
     from transformers import CLIPModel
 
     from .tokenizer import load_directory_tokenizer
 
     try:
         model, info = CLIPModel.from_pretrained(str(directory), local_files_only=True, output_loading_info=True)
-    except OSError as error:
-        raise ValueError(
-            f"could not load a transformers CLIP model from {directory}: {error}. The directory needs config.json "
-            "plus model.safetensors (or pytorch_model.bin)."
-        ) from error
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # missing, truncated or corrupt weights
+        raise FileLoadError(
+            f"could not load a transformers CLIP model from {directory.name}/ ({plain_text(error, 160)}). The "
+            "directory needs config.json plus model.safetensors (or pytorch_model.bin), complete and uncorrupted."
+        ) from None
     _check_loading_info(info, directory)
     ctx = int(model.config.text_config.max_position_embeddings)
     return HFClipBackbone(model, load_directory_tokenizer(directory, model_max_length=ctx))
@@ -102,7 +106,7 @@ def _check_loading_info(info: dict, where) -> None:
     unexpected = sorted(info.get("unexpected_keys") or [])
     mismatched = list(info.get("mismatched_keys") or [])
     if missing or unexpected or mismatched:
-        raise ValueError(
+        raise RewardInputError(
             f"weights in {where} do not match its config.json: missing keys {missing[:5]} ({len(missing)} total), "
             f"unexpected keys {unexpected[:5]} ({len(unexpected)} total), shape mismatches {mismatched[:3]}. "
             "Use the config.json that came with these weights."
@@ -133,7 +137,7 @@ def open_clip_dims(state_dict: dict) -> dict:
             "vocab_size": int(state_dict["token_embedding.weight"].shape[0]),
         }
     except KeyError as error:
-        raise ValueError(f"not an OpenCLIP ViT state dict: key {error} is missing.") from error
+        raise RewardInputError(f"not an OpenCLIP ViT state dict: key {error} is missing.") from error
 
 
 def _config_dims(cfg: dict) -> dict | None:
@@ -156,7 +160,7 @@ def match_open_clip_config(state_dict: dict) -> tuple[str, dict]:
     dims = open_clip_dims(state_dict)
     names = [n for n in open_clip.list_models() if _config_dims(open_clip.get_model_config(n) or {}) == dims]
     if not names:
-        raise ValueError(
+        raise RewardInputError(
             f"no built-in open_clip architecture matches this state dict {dims}; pass model_config=<open_clip "
             "model name or config dict>, or put an open_clip_config.json ({'model_cfg': ...}) next to the file."
         )
@@ -168,7 +172,7 @@ def read_sidecar_config(file: Path) -> dict | None:
     """OpenCLIP model config from '<stem>.json' or 'open_clip_config.json' beside file ({'model_cfg': ...} or raw)."""
     for candidate in (file.with_suffix(".json"), file.parent / "open_clip_config.json"):
         if candidate.is_file():
-            data = json.loads(candidate.read_text(encoding="utf-8"))
+            data = read_json(candidate, "an OpenCLIP model config")
             cfg = data.get("model_cfg", data)
             if all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
                 return cfg
@@ -182,7 +186,7 @@ def resolve_open_clip_config(state_dict: dict, file: Path, model_config=None) ->
     if isinstance(model_config, str):
         cfg = open_clip.get_model_config(model_config)
         if cfg is None:
-            raise ValueError(f"unknown open_clip model name {model_config!r}; see open_clip.list_models().")
+            raise RewardInputError(f"unknown open_clip model name {model_config!r}; see open_clip.list_models().")
         return model_config, cfg
     if isinstance(model_config, dict):
         return "custom", model_config
@@ -203,9 +207,9 @@ def build_open_clip(state_dict: dict, file: Path, model_config=None) -> OpenClip
     try:
         result = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as error:  # shape mismatches
-        raise ValueError(f"{file} does not fit the open_clip architecture {name!r}: {error}") from error
+        raise RewardInputError(f"{file} does not fit the open_clip architecture {name!r}: {error}") from error
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
+        raise RewardInputError(
             f"{file} does not match the open_clip architecture {name!r}: missing keys {result.missing_keys[:5]} "
             f"({len(result.missing_keys)} total), unexpected keys {result.unexpected_keys[:5]} "
             f"({len(result.unexpected_keys)} total). Pass the right model_config or check the file."

@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.utils.checkpoint
 
+from ..errors import AIGInputError
+
 DEFAULT_CHUNK_SIZE = 32  # images per forward pass; bounds activation memory for large batches
 
 
-class RewardInputError(ValueError):
+class RewardInputError(AIGInputError):
     """Bad images or prompts given to a reward model (the message names the problem and the fix)."""
 
 

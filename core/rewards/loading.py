@@ -15,18 +15,17 @@ from pathlib import Path
 
 import torch
 
-from .base import DEFAULT_CHUNK_SIZE, RewardModel
+from .. import files
+from ..files import WEIGHT_SUFFIXES
+from .base import DEFAULT_CHUNK_SIZE, RewardInputError, RewardModel
 
 log = logging.getLogger(__name__)
 
 KINDS = ("pickscore", "hpsv2", "hpsv2.1", "aesthetic", "clipscore")
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                    "pytorch_model.bin.index.json")
 OPEN_CLIP_DIR_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _HEAD_KEY = re.compile(r"layers\.\d+\.(weight|bias)$")
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -44,38 +43,13 @@ class Layout:
 # --- safe reading ----------------------------------------------------------------------------------
 
 def read_state_dict(file: Path) -> tuple[dict[str, torch.Tensor], bool]:
-    """(tensor dict, was wrapped in {"state_dict"}) from safetensors or a weights-only pickle."""
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(file)), False
-    if file.suffix not in WEIGHT_SUFFIXES:
-        raise ValueError(f"{file.name}: unsupported file type {file.suffix!r}; use one of {WEIGHT_SUFFIXES}.")
-    try:
-        obj = torch.load(str(file), map_location="cpu", weights_only=True)
-    except Exception as error:  # UnpicklingError and friends: anything beyond plain tensors/containers
-        raise ValueError(
-            f"{file.name} was refused by torch.load(weights_only=True): it is not a plain weights file "
-            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}). Only load files from sources you trust; "
-            "convert them to .safetensors in a trusted environment."
-        ) from error
-    wrapped = isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict)
-    sd = obj["state_dict"] if wrapped else obj
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{file.name} does not hold a state dict of tensors (got {type(sd).__name__}).")
-    return dict(sd), wrapped
-
-
-def _safetensors_keys(file: Path) -> list[str]:
-    from safetensors import safe_open
-
-    with safe_open(str(file), framework="pt") as f:
-        return list(f.keys())
+    """(tensor dict, was wrapped in {"state_dict"}): core.files.read_state_dict for reward weights."""
+    return files.read_state_dict(file, "reward model weights (a state dict of tensors)")
 
 
 def _keys_of(file: Path) -> tuple[list[str], bool]:
-    if file.suffix == ".safetensors":
-        return _safetensors_keys(file), False
+    if file.suffix.lower() == ".safetensors":
+        return files.safetensors_keys(file, "reward model weights"), False
     sd, wrapped = read_state_dict(file)
     return list(sd), wrapped
 
@@ -112,11 +86,9 @@ def _find_head(directory: Path) -> Path | None:
 def _detect_dir(directory: Path) -> Layout:
     head = _find_head(directory)
     if (directory / "config.json").is_file():
-        import json
-
-        cfg = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        cfg = files.read_json(directory / "config.json", "a transformers CLIPModel config")
         if cfg.get("model_type") != "clip":
-            raise ValueError(
+            raise RewardInputError(
                 f"{directory}/config.json is a {cfg.get('model_type')!r} model, not a CLIP model (model_type 'clip'); "
                 "reward directories must hold a transformers CLIPModel (PickScore, CLIP)."
             )
@@ -131,7 +103,7 @@ def _detect_dir(directory: Path) -> Layout:
         if (directory / name).is_file():
             kind = "aesthetic" if head is not None else "clipscore"
             return Layout(kind, "open_clip", directory / name, head, reason="OpenCLIP directory")
-    raise ValueError(
+    raise RewardInputError(
         f"directory {directory} has no config.json: a PickScore/CLIP directory needs config.json plus "
         "model.safetensors (or pytorch_model.bin); an OpenCLIP directory needs open_clip_config.json plus "
         "open_clip_model.safetensors. Point at the single .pt/.safetensors file for HPSv2."
@@ -142,7 +114,7 @@ def _detect_file(file: Path, backbone: str | Path | None) -> Layout:
     keys, wrapped = _keys_of(file)
     if is_head_keys(keys):
         if backbone is None:
-            raise ValueError(
+            raise RewardInputError(
                 f"{file.name} is an aesthetic MLP head without its CLIP: put it inside the CLIP ViT-L/14 directory and "
                 "load that directory, or pass backbone=<CLIP directory or OpenCLIP file>."
             )
@@ -154,11 +126,11 @@ def _detect_file(file: Path, backbone: str | Path | None) -> Layout:
             return Layout(kind, "open_clip", file, wrapped=wrapped, reason="OpenCLIP {'state_dict'} / HPS file name")
         return Layout("clipscore", "open_clip", file, reason="plain OpenCLIP weights")
     if is_hf_clip_keys(keys):
-        raise ValueError(
+        raise RewardInputError(
             f"{file.name} holds transformers CLIP weights but no config: load the directory containing it with its "
             "config.json (PickScore layout) instead of the single file."
         )
-    raise ValueError(
+    raise RewardInputError(
         f"{file.name} is not a reward model file: keys {sorted(keys)[:5]} match no known layout (PickScore directory, "
         "HPSv2 OpenCLIP state dict, LAION aesthetic head layers.N.*)."
     )
@@ -168,20 +140,14 @@ def detect_layout(path: str | Path, backbone: str | Path | None = None) -> Layou
     """Inspect a local path and report its layout and the reward kind it most likely is."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise ValueError(f"reward model path {p} does not exist; give a local file or directory (nothing is downloaded).")
+        raise RewardInputError(f"reward model path {p} does not exist; give a local file or directory (nothing is downloaded).")
     return _detect_dir(p) if p.is_dir() else _detect_file(p, backbone)
 
 
 # --- building --------------------------------------------------------------------------------------
 
 def _resolve_dtype(dtype) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in _DTYPES:
-        return _DTYPES[dtype]
-    raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or a torch.dtype.")
+    return torch.float32 if dtype is None else files.torch_dtype(dtype)
 
 
 def _build_backbone(layout: Layout, model_config):
@@ -199,7 +165,7 @@ def _build_head(layout: Layout, backbone):
     head = AestheticHead.from_state_dict(read_state_dict(layout.head_path)[0])
     dim = backbone.model.visual_projection.out_features if layout.backbone == "hf" else backbone.model.text_projection.shape[1]
     if head.in_features != dim:
-        raise ValueError(
+        raise RewardInputError(
             f"aesthetic head {layout.head_path.name} expects {head.in_features}-d CLIP embeddings but the backbone "
             f"gives {dim}-d; the LAION v2 head needs CLIP ViT-L/14 (768-d)."
         )
@@ -217,13 +183,13 @@ def load_reward_model(path, kind=None, device=None, dtype=None, *, backbone=None
     from .models import AestheticReward, ClipTextReward
 
     if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown reward kind {kind!r}; use one of {KINDS} or None to auto-detect.")
+        raise RewardInputError(f"unknown reward kind {kind!r}; use one of {KINDS} or None to auto-detect.")
     layout = detect_layout(path, backbone)
     if kind is None:
         log.info("reward model %s detected as %s (%s)", path, layout.kind, layout.reason)
         kind = layout.kind
     if (kind == "aesthetic") != (layout.head_path is not None):
-        raise ValueError(
+        raise RewardInputError(
             f"kind {kind!r} does not fit {path}: it was detected as {layout.kind} ({layout.reason}). An aesthetic model "
             "needs an MLP head file (layers.N.*) with a CLIP backbone; other kinds need a CLIP without a head."
         )
