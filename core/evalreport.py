@@ -7,6 +7,7 @@ sec. 5); the plot shows mean reward against one diversity metric with the Pareto
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -85,6 +86,22 @@ def pareto_front(points: list[tuple[float, float]], x_higher_better: bool, y_hig
     return keep
 
 
+SAFE_FILE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-=+,")
+MAX_STEM_CHARS = 120
+
+
+def report_stem(reference_label: str) -> str:
+    """File stem for a report: 'report_' + the label with every other character as %XX (UTF-8), so that
+    distinct labels never share a file; over MAX_STEM_CHARS it is cut and ends in a hash of the label."""
+    encoded = "".join(c if c in SAFE_FILE_CHARS else "".join(f"%{b:02X}" for b in c.encode("utf-8"))
+                      for c in reference_label)
+    stem = f"report_{encoded}"
+    if len(stem) > MAX_STEM_CHARS:
+        digest = hashlib.sha256(reference_label.encode("utf-8")).hexdigest()[:12]
+        stem = f"{stem[:MAX_STEM_CHARS - 13]}~{digest}"
+    return stem
+
+
 def family_of(label: str) -> str:
     """Plot family of a label: the text before ':' ("aig:p=2" -> "aig"); the whole label otherwise."""
     return label.split(":", 1)[0] if ":" in label else label
@@ -116,22 +133,29 @@ def plot_tradeoff(rows: list[dict], x_metric: str = "vendi", y_metric: str = "re
     families: dict[str, list[dict]] = {}
     for row in usable:
         families.setdefault(family_of(row["label"]), []).append(row)
+    handles, names = [], []
     for family, members in families.items():
         members = sorted(members, key=lambda r: r[x_metric])
         xs, ys = [r[x_metric] for r in members], [r[y_metric] for r in members]
-        ax.plot(xs, ys, marker="o", linestyle="-" if len(members) > 1 else "none", label=family)
-        for r in members:
-            ax.annotate(r["label"], (r[x_metric], r[y_metric]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        (line,) = ax.plot(xs, ys, marker="o", linestyle="-" if len(members) > 1 else "none")
+        handles.append(line)
+        names.append(family)
+        for r in members:  # labels are data: never parsed as mathtext
+            ax.annotate(r["label"], (r[x_metric], r[y_metric]), fontsize=7, xytext=(3, 3), textcoords="offset points",
+                        parse_math=False)
     front = pareto_front([(r[x_metric], r[y_metric]) for r in usable], HIGHER_IS_BETTER[x_metric],
                          HIGHER_IS_BETTER[y_metric])
-    ax.scatter([usable[i][x_metric] for i in front], [usable[i][y_metric] for i in front], s=160,
-               facecolors="none", edgecolors="black", label="Pareto front")
+    handles.append(ax.scatter([usable[i][x_metric] for i in front], [usable[i][y_metric] for i in front], s=160,
+                              facecolors="none", edgecolors="black"))
+    names.append("Pareto front")
     better = "higher = more diverse" if HIGHER_IS_BETTER[x_metric] else "lower = closer to the reference"
     ax.set_xlabel(f"{x_metric} vs reference ({better})")
     ax.set_ylabel(y_metric)
-    ax.set_title(title or f"{y_metric} vs {x_metric}")
+    ax.set_title(title or f"{y_metric} vs {x_metric}", parse_math=False)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    legend = ax.legend(handles, names, fontsize=7)  # explicit names: a family starting with '_' is kept
+    for text in legend.get_texts():
+        text.set_parse_math(False)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -3,7 +3,8 @@
 Layout: ``<root>/<set name>/run-<time_ns>-<random>.safetensors``, each holding ``features`` [B, D]
 (float32), optional ``scores`` [B] and JSON metadata (label, prompts, seeds, batch indices, feature source).
 A record is written to a hidden temp file in the same folder, fsynced and renamed with ``os.replace``,
-so a crash mid-write leaves at most an ignored ``.tmp`` file and every completed run stays readable.
+so a crash mid-write leaves at most an ignored ``.tmp`` file (named for its host and process, and removed
+the next time the set is opened once that process is gone) and every completed run stays readable.
 Unique names make back-to-back (or concurrent) writers safe without locks.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,19 +23,23 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from .errors import AIGInputError
+from .files import read_text
+
 RECORD_GLOB = "run-*.safetensors"
 METADATA_KEY = "aig_eval"
 FORMAT_VERSION = 1
-_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+STALE_TEMP_SECONDS = 24 * 3600  # a temp file of another host is removed only when this old
 
 
-class EvalSetError(ValueError):
+class EvalSetError(AIGInputError):
     """Bad evaluation-set name, record or file (the message names the problem and the fix)."""
 
 
 def check_set_name(name: str) -> str:
     """A set name is one safe folder name: letters, digits, '_', '-', '.', starting with a letter or digit."""
-    if not isinstance(name, str) or not _SET_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _SET_NAME.fullmatch(name) or ".." in name:
         raise EvalSetError(
             f"evaluation set name {name!r} is not a plain folder name; use letters, digits, '_', '-' or '.' "
             "(no slashes, no leading dot), e.g. 'parti_sd15'."
@@ -107,10 +113,20 @@ class EvalRecord:
                    created=float(meta.get("created", 0.0)), name=path.name)
 
 
+def _temp_name(path: Path) -> Path:
+    """Hidden temp file beside path that names its writer: .<name>.<host>.<pid>.<random>.tmp"""
+    return path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _host() -> str:
+    """This machine's name as it appears in temp file names."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write data to a hidden temp file beside path, fsync, os.replace onto path, fsync the folder."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = _temp_name(path)
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -121,6 +137,37 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(path.parent)
+
+
+def _writer_is_gone(tmp: Path) -> bool:
+    """True when the process that wrote this temp file cannot still be writing it."""
+    match = re.fullmatch(r"\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp", tmp.name)
+    try:
+        age = time.time() - tmp.stat().st_mtime
+    except OSError:
+        return False
+    if match is None or match["host"] != _host():
+        return age > STALE_TEMP_SECONDS
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return False  # this process finishes or removes its own writes
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but belongs to someone else
+        return False
+    return age > STALE_TEMP_SECONDS
+
+
+def remove_interrupted_writes(folder: Path) -> list[Path]:
+    """Delete temp files left by writers that were killed mid-write; returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if _writer_is_gone(tmp):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -154,6 +201,8 @@ class EvalSet:
     def __init__(self, root: Path | str, name: str):
         self.name = check_set_name(name)
         self.path = Path(root) / self.name
+        if self.path.is_dir():
+            remove_interrupted_writes(self.path)
 
     def append(self, record: EvalRecord) -> Path:
         """Store one run atomically under a unique name; returns the record's path."""
@@ -232,7 +281,8 @@ def read_prompt_list(path: Path | str) -> list[str]:
     path = Path(path)
     if path.suffix.lower() not in PROMPT_LIST_SUFFIXES:
         raise EvalSetError(f"{path.name}: prompt lists must be .txt (one prompt per line) or .tsv files.")
-    return parse_prompt_list(path.read_text(encoding="utf-8-sig"), tsv=path.suffix.lower() == ".tsv")
+    text = read_text(path, "a prompt list (one prompt per line, or a .tsv with a 'Prompt' column)")
+    return parse_prompt_list(text, tsv=path.suffix.lower() == ".tsv")
 
 
 def prompt_at(prompts: list[str], index: int) -> tuple[str, int, int]:

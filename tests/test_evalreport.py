@@ -86,3 +86,54 @@ def test_pareto_front(points, x_higher, expected):
 
 def test_family_of_label():
     assert er.family_of("aig:p=2") == "aig" and er.family_of("base") == "base"
+
+
+NASTY_LABELS = ["$x$", "cost $5", "a_b^c", r"\frac{1}{2}", "_hidden", "_nolegend_:1", "50% {braces}", "tab\there",
+                "line\nbreak", "../../etc/passwd", "CON", "\u00e9t\u00e9 \u2603", "x" * 300]
+
+
+def test_any_label_text_reaches_plot_and_tables_literally(tmp_path):
+    """Mathtext, '_'-prefixed legend names, paths and long labels: the report draws and writes them as text."""
+    from matplotlib.text import Text
+
+    rng = np.random.default_rng(1)
+    store = es.EvalSet(tmp_path, "nasty")
+    for label in ["base", *NASTY_LABELS]:
+        store.append(es.EvalRecord.for_batch(label, rng.standard_normal((8, 4)), "p", 0, scores=rng.random(8)))
+    rows = er.evaluate_labels(store.by_label(), "base", k=2)
+    drawn: list[str] = []
+    real_draw = Text.draw
+
+    def record_draw(self, renderer):
+        if self.get_text():
+            assert self.get_parse_math() is False or "$" not in self.get_text()
+            drawn.append(self.get_text())
+        return real_draw(self, renderer)
+
+    Text.draw = record_draw
+    try:
+        paths = er.write_report(rows, store.path, er.report_stem("$x$"), {"title": "set $x$ _y"}, x_metric="scd")
+    finally:
+        Text.draw = real_draw
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for label in NASTY_LABELS:
+        assert label in drawn  # point annotation, literally
+    assert "_hidden" in drawn and "_nolegend_" in drawn  # legend keeps '_'-prefixed families
+    assert "set $x$ _y" in drawn
+    with open(paths["csv"], newline="") as handle:
+        assert [r["label"] for r in csv.DictReader(handle)] == ["base", *NASTY_LABELS]
+    assert [r["label"] for r in json.loads(paths["json"].read_text())["rows"]] == ["base", *NASTY_LABELS]
+
+
+@pytest.mark.parametrize("label", ["base", "aig:p=2", "lora/0.5", "../x", "$x$", "a b", "\u00e9", "x" * 300, "CON"])
+def test_report_stem_is_one_safe_file_name(label, tmp_path):
+    stem = er.report_stem(label)
+    assert stem.startswith("report_") and len(stem) <= er.MAX_STEM_CHARS
+    assert set(stem) <= er.SAFE_FILE_CHARS | {"%", "~"}
+    (tmp_path / f"{stem}.json").write_text("{}")  # a valid file name on this system
+    assert er.report_stem("base") == "report_base"
+
+
+def test_report_stems_of_distinct_labels_differ():
+    labels = ["aig:p=2", "aig_p=2", "aig/p=2", "aig%3Ap=2", "x" * 300, "x" * 299 + "y"]
+    assert len({er.report_stem(label) for label in labels}) == len(labels)

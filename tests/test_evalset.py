@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -81,10 +82,11 @@ def test_process_killed_mid_write_keeps_every_completed_run(tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 9, result.stderr
+    folder = tmp_path / "crash"
+    assert len([p for p in folder.iterdir() if p.name.endswith(".tmp")]) == 1  # the interrupted write ...
     store = es.EvalSet(tmp_path, "crash")
-    leftovers = [p.name for p in store.path.iterdir() if p.name.endswith(".tmp")]
-    assert len(leftovers) == 1  # the interrupted write stays a hidden temp file ...
-    assert [r.seeds[0] for r in store.records()] == [0, 1, 2]  # ... and is never read as a run
+    assert [p for p in folder.iterdir() if p.name.endswith(".tmp")] == []  # ... is removed on the next open
+    assert [r.seeds[0] for r in store.records()] == [0, 1, 2]  # and never read as a run
     store.append(es.EvalRecord.for_batch("base", np.ones((2, 3)) * 4, "p", 4))  # restart continues
     assert [r.seeds[0] for r in store.records()] == [0, 1, 2, 4]
 
@@ -111,10 +113,35 @@ def test_mixed_feature_models_are_refused(tmp_path):
         store.by_label()
 
 
-@pytest.mark.parametrize("name", ["", "../up", "a/b", ".hidden", "x" * 200, "a..b"])
+@pytest.mark.parametrize("name", ["", "../up", "a/b", ".hidden", "x" * 200, "a..b", "eval\n", "eval\r\n", " eval",
+                                  "eval ", "ev\x00al", "\u00e9val"])
 def test_unsafe_set_names_are_refused(tmp_path, name):
     with pytest.raises(es.EvalSetError, match="plain folder name"):
         es.EvalSet(tmp_path, name)
+
+
+def test_temp_files_of_live_writers_are_kept(tmp_path):
+    """Only writers that are gone lose their temp files: this process, a live process, a recent other host."""
+    folder = tmp_path / "live"
+    folder.mkdir()
+    host = es._host()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        keep = [folder / f".run-1.safetensors.{host}.{os.getpid()}.0123abcd.tmp",
+                folder / f".run-2.safetensors.{host}.{live.pid}.0123abcd.tmp",
+                folder / ".run-3.safetensors.otherhost.1.0123abcd.tmp"]
+        old_other_host = folder / ".run-4.safetensors.otherhost.1.0123abcd.tmp"
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        gone = folder / f".run-5.safetensors.{host}.{int(dead.stdout)}.0123abcd.tmp"
+        for path in (*keep, old_other_host, gone):
+            path.write_bytes(b"partial")
+        stale = time.time() - es.STALE_TEMP_SECONDS - 60
+        os.utime(old_other_host, (stale, stale))
+        es.EvalSet(tmp_path, "live")
+        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in keep)
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_bad_records_are_refused():
@@ -144,12 +171,10 @@ def test_prompt_lists_txt_and_partiprompts_tsv(tmp_path):
     assert es.prompt_at(prompts, 0) == ("bond", 0, 0) and es.prompt_at(prompts, 3) == ("an owl", 1, 1)
 
 
-def test_shared_partiprompts_file_parses():
+def test_vendored_partiprompts_file_parses():
     from pathlib import Path
 
-    parti = Path(__file__).resolve().parents[2] / "shared" / "data" / "PartiPrompts.tsv"
-    if not parti.is_file():
-        pytest.skip(f"{parti} is not present on this machine")
+    parti = Path(__file__).resolve().parent / "data" / "PartiPrompts.tsv"  # vendored, Apache-2.0
     prompts = es.read_prompt_list(parti)
     assert len(prompts) > 1600 and prompts[0] == "bond"
 
