@@ -27,14 +27,12 @@ import math
 from dataclasses import dataclass
 
 import comfy.hooks
-import comfy.lora
-import comfy.lora_convert
 import comfy.model_patcher
 import comfy.samplers
-import comfy.utils
 
 from ..core.aig import AIGError, AIGWeighting, mix_predictions
 from .lora_bypass import LoraBypass, plan_bypass
+from .lora_integrity import check_patches, lora_file_patches
 
 log = logging.getLogger(__name__)
 
@@ -84,27 +82,6 @@ def hook_from_patches(entries) -> comfy.hooks.HookGroup:
     group = comfy.hooks.HookGroup()
     group.add(AIGPatchHook(_group_patches(entries)))
     return group
-
-
-def lora_file_patches(base, lora_path: str, strength: float):
-    """Patch entries of a LoRA file for the base model; AIGError when it matches none of the model's keys."""
-    lora = comfy.utils.load_torch_file(lora_path, safe_load=True)
-    lora = comfy.lora_convert.convert_lora(lora)
-    key_map = comfy.lora.model_lora_keys_unet(base.model, {})
-    loaded = comfy.lora.load_lora(lora, key_map, log_missing=False)
-    model_keys = set(base.model.state_dict().keys())
-    entries = []
-    for k, value in loaded.items():
-        key, offset, function = (k, None, None) if isinstance(k, str) else (k[0], k[1], k[2] if len(k) > 2 else None)
-        if key in model_keys:
-            entries.append((key, (float(strength), value, 1.0, offset, function)))
-    if not entries:
-        raise AIGError(
-            f"LoRA '{lora_path}' matches none of the model's weights: it was made for another architecture "
-            "or uses key names ComfyUI does not map (e.g. peft/diffusers attention keys). Use a kohya-format "
-            "LoRA for this model."
-        )
-    return entries
 
 
 def lora_delta_patches(base, tuned):
@@ -165,8 +142,12 @@ def check_lora_route(lora_route: str) -> str:
 
 
 def patch_source(base, entries, what: str, lora_route: str) -> TunedSource:
-    """Weight patches on the base's module -> the bypass route where possible (or asked), else weight hooks."""
-    if check_lora_route(lora_route) != "hooks":
+    """Weight patches on the base's module -> the bypass route where possible (or asked), else weight hooks.
+
+    Every patch is checked first (nodes/lora_integrity.py): a partial or non-finite LoRA is an error."""
+    check_lora_route(lora_route)
+    check_patches(base.model, entries, what)
+    if lora_route != "hooks":
         bypass, reason = plan_bypass(base.model, entries)
         if bypass is not None:
             return TunedSource("bypass", bypass=bypass, description=f"{what}, unmerged ({len(bypass)} LoRA patches)")

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from comfy_api.latest import io, ui
 
 from ..core.diversity import DiversityInputError, diversity_metrics
-from ..core.features import FeatureModelError, load_fid_inception
+from ..core.features import load_fid_inception
+from .folders import model_file
 
 FeaturesType = io.Custom("AIG_FEATURES")  # FeatureBatch
 InceptionType = io.Custom("AIG_INCEPTION")  # core.features.InceptionFeatures
@@ -143,10 +144,7 @@ class AIGInceptionLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, weights) -> io.NodeOutput:
-        path = folder_paths.get_full_path(INCEPTION_FOLDER, weights)
-        if path is None:
-            raise FeatureModelError(f"{weights} is not in models/{INCEPTION_FOLDER}; put the file there and refresh.")
-        return io.NodeOutput(load_fid_inception(path))
+        return io.NodeOutput(load_fid_inception(model_file(INCEPTION_FOLDER, weights, "Inception weights")))
 
 
 def format_metrics(metrics: dict) -> str:

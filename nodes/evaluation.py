@@ -3,7 +3,6 @@ and rewards in an evaluation set, AIGEvalReport writes metrics per run label, a 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import folder_paths
@@ -11,7 +10,8 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..core.diversity import METRIC_KEYS
-from ..core.evalreport import evaluate_labels, why_not_plottable, write_report
+from ..core.errors import AIGInputError
+from ..core.evalreport import evaluate_labels, report_stem, why_not_plottable, write_report
 from ..core.evalset import (
     PROMPT_LIST_SUFFIXES,
     EvalRecord,
@@ -22,6 +22,7 @@ from ..core.evalset import (
     read_prompt_list,
 )
 from .diversity import FeaturesType, RewardModelType, reward_module, to_nchw
+from .folders import input_folder, list_files, output_folder
 
 EVAL_SUBFOLDER = "aig_eval"  # under ComfyUI's output folder
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -33,24 +34,23 @@ def eval_root() -> Path:
     return Path(folder_paths.get_output_directory()) / EVAL_SUBFOLDER
 
 
+def eval_set(set_name: str) -> EvalSet:
+    """The evaluation set of that name, whose folder must resolve inside output/aig_eval."""
+    check_set_name(set_name)
+    output_folder(EVAL_SUBFOLDER).child(set_name, "evaluation set")
+    return EvalSet(eval_root(), set_name)
+
+
 def prompt_list_files() -> list[str]:
-    """Prompt lists (.txt/.tsv) anywhere under ComfyUI's input folder, as relative '/'-separated names."""
-    root = folder_paths.get_input_directory()
-    names = []
-    for folder, _dirs, files in os.walk(root, followlinks=True):
-        for file in files:
-            if file.lower().endswith(PROMPT_LIST_SUFFIXES) and not file.startswith("."):
-                names.append(os.path.relpath(os.path.join(folder, file), root).replace(os.sep, "/"))
-    return sorted(names)
+    """Prompt lists (.txt/.tsv) under ComfyUI's input folder, as relative '/'-separated names (bounded walk)."""
+    return list_files(input_folder(), PROMPT_LIST_SUFFIXES)[0]
 
 
 def prompt_list_path(name: str) -> Path:
-    """Absolute path of a listed prompt file; refuses names that leave the input folder."""
-    root = Path(folder_paths.get_input_directory()).resolve()
-    path = (root / name).resolve()
-    if root not in path.parents or not path.is_file():
-        raise EvalSetError(f"prompt list {name!r} is not a file in ComfyUI's input folder; put it there and refresh.")
-    return path
+    """Real path of a listed prompt file inside the input folder; UnsafeNameError for anything else."""
+    if not str(name).lower().endswith(PROMPT_LIST_SUFFIXES):
+        raise EvalSetError(f"prompt list {name!r} is not a .txt or .tsv file; pick one from the list.")
+    return input_folder().locate(name, "prompt list", kind="file")
 
 
 class AIGPromptList(io.ComfyNode):
@@ -78,11 +78,22 @@ class AIGPromptList(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, prompt_file=None):
+        """The file must be a listed prompt list inside the input folder (0.3.64 does not check V3 combos)."""
+        if prompt_file is None:  # linked: checked when the node runs
+            return True
+        try:
+            prompt_list_path(prompt_file)
+        except AIGInputError as error:
+            return str(error)
+        return True
+
+    @classmethod
     def fingerprint_inputs(cls, prompt_file=None, index=None, **_):
         """Re-run when the file changes (its mtime and size), not only when the widgets do."""
         try:
             stat = prompt_list_path(prompt_file).stat()
-        except (EvalSetError, OSError, TypeError):
+        except (AIGInputError, OSError, TypeError):
             return float("nan")
         return (prompt_file, index, stat.st_mtime_ns, stat.st_size)
 
@@ -141,21 +152,19 @@ class AIGEvalCollect(io.ComfyNode):
         return float("nan")
 
     @classmethod
-    def validate_inputs(cls, set_name=None, label=None):
-        """Only these two (no **kwargs), so ComfyUI still range-checks every other widget."""
+    def validate_inputs(cls, set_name=None):
+        """set_name only (ComfyUI repeats a failure once per argument); an empty label fails when the node runs."""
         try:
             if set_name is not None:
                 check_set_name(set_name)
         except EvalSetError as error:
             return str(error)
-        if label is not None and not label.strip():
-            return "label is empty; name the run, e.g. 'base' or 'aig:p=2'."
         return True
 
     @classmethod
     def execute(cls, features, set_name, label, prompt, seed, images=None, reward_model=None) -> io.NodeOutput:
         scores = reward_scores(reward_model, images, prompt)
-        store = EvalSet(eval_root(), set_name)
+        store = eval_set(set_name)
         record = EvalRecord.for_batch(label.strip(), features.values.numpy(), prompt, seed, scores=scores,
                                       feature_source=features.source)
         store.append(record)
@@ -166,14 +175,15 @@ class AIGEvalCollect(io.ComfyNode):
 
 
 def summary_table(rows: list[dict], x_metric: str) -> str:
-    """Plain-text table: label, n, reward, the plotted metric, SCD and recall."""
+    """Plain-text table: label, n, reward, the plotted metric, then SCD and recall unless that is one of them."""
     def fmt(value):
         return "-" if value is None else f"{value:.4g}"
 
-    lines = [f"label | n | reward | {x_metric} | scd | recall"]
+    metrics = list(dict.fromkeys([x_metric, "scd", "recall"]))
+    lines = [" | ".join(["label", "n", "reward", *metrics])]
     for r in rows:
-        lines.append(f"{r['label']} | {r['n']} | {fmt(r['reward_mean'])} | {fmt(r[x_metric])} | "
-                     f"{fmt(r['scd'])} | {fmt(r['recall'])}" + (f"  ({r['note']})" if r["note"] else ""))
+        cells = [r["label"], str(r["n"]), fmt(r["reward_mean"]), *(fmt(r[m]) for m in metrics)]
+        lines.append(" | ".join(cells) + (f"  ({r['note']})" if r["note"] else ""))
     return "\n".join(lines)
 
 
@@ -208,8 +218,8 @@ class AIGEvalReport(io.ComfyNode):
     def fingerprint_inputs(cls, set_name=None, reference_label=None, k=None, x_metric=None, **_):
         """Re-run whenever the set gains or loses a record (a linked set_name re-runs with its collect node)."""
         try:
-            records = EvalSet(eval_root(), set_name).fingerprint()
-        except (EvalSetError, TypeError):
+            records = eval_set(set_name).fingerprint()
+        except (AIGInputError, TypeError):
             return float("nan")
         return (set_name, reference_label, k, x_metric, records)
 
@@ -227,12 +237,12 @@ class AIGEvalReport(io.ComfyNode):
 
     @classmethod
     def execute(cls, set_name, reference_label, k, x_metric) -> io.NodeOutput:
-        store = EvalSet(eval_root(), set_name)
+        store = eval_set(set_name)
         if not store.record_paths():
             raise EvalSetError(f"evaluation set {set_name!r} has no runs yet in {store.path}; queue runs through "
                                "AIG Eval Collect first.")
         rows = evaluate_labels(store.by_label(), reference_label, k=k)
-        stem = f"report_{reference_label}".replace(":", "_").replace("/", "_")
+        stem = report_stem(reference_label)
         meta = {"set": set_name, "reference": reference_label, "k": k, "x_metric": x_metric,
                 "title": f"{set_name}: reward vs {x_metric} (reference {reference_label!r})"}
         paths = write_report(rows, store.path, stem, meta, x_metric=x_metric)

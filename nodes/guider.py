@@ -13,6 +13,7 @@ from comfy_api.latest import io
 from ..core.aig import AIGError, check_tolerance
 from ..core.schedules import ScheduleError
 from .aig_guider import LORA_ROUTES, build_guider, check_lora_route, resolve_tuned
+from .folders import model_file
 from .schedule_inputs import schedule_from_kwargs, schedule_inputs
 
 NO_LORA = "None"
@@ -105,7 +106,7 @@ def make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_str
                 values):
     """Validated AIGCFGGuider from node inputs (raises AIGError/ScheduleError with the fix)."""
     schedule = schedule_from_kwargs(**{k: values.get(k, SCHEDULE_DEFAULTS[k]) for k in SCHEDULE_KEYS})
-    lora_path = None if lora_name in (None, NO_LORA) else folder_paths.get_full_path_or_raise("loras", lora_name)
+    lora_path = None if lora_name in (None, NO_LORA) else str(model_file("loras", lora_name, "LoRA"))
     tuned = resolve_tuned(model, tuned_model=tuned_model, lora_path=lora_path, lora_strength=lora_strength,
                           lora_route=lora_route)
     return build_guider(model, positive, negative, cfg, tuned, schedule, check_tolerance(skip_tolerance))

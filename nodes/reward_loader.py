@@ -20,14 +20,18 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..core.rewards.loading import KINDS, OPEN_CLIP_DIR_FILES, WEIGHT_SUFFIXES, load_reward_model
+from ..core.errors import AIGInputError, UnsafeNameError
+from ..core.files import WEIGHT_SUFFIXES, torch_dtype
+from ..core.rewards.loading import KINDS, OPEN_CLIP_DIR_FILES, load_reward_model
+from .folders import list_files, model_folder
 
 log = logging.getLogger(__name__)
 
 FOLDER = "reward_models"
 DIR_MARKERS = ("config.json", *OPEN_CLIP_DIR_FILES)
-MAX_DEPTH = 3
 REWARD_MODEL = io.Custom("AIG_REWARD_MODEL")
+DEVICES = ("default", "cpu")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
 def register_reward_folder() -> None:
@@ -46,43 +50,30 @@ def register_reward_folder() -> None:
 register_reward_folder()
 
 
-def _model_dirs(base: Path) -> list[Path]:
-    """Subdirectories of base (depth <= MAX_DEPTH) holding config.json or OpenCLIP weights."""
-    found = []
-    for root, dirs, files in os.walk(base, followlinks=True):
-        rel_depth = len(Path(root).relative_to(base).parts)
-        if rel_depth > 0 and any(m in files for m in DIR_MARKERS):
-            found.append(Path(root))
-            dirs.clear()  # the directory is one model; do not list its files
-        elif rel_depth >= MAX_DEPTH:
-            dirs.clear()
-    return found
+def _is_model_dir(folder: str, names: list[str]) -> bool:
+    """A folder holding config.json or OpenCLIP weights is one model: listed as 'name/', its files are not."""
+    return any(marker in names for marker in DIR_MARKERS)
 
 
 def list_reward_models() -> list[str]:
-    """Combo entries: model directories as 'name/' and files outside model directories."""
-    entries, inside = [], set()
-    for base in map(Path, folder_paths.get_folder_paths(FOLDER)):
-        if base.is_dir():
-            for d in _model_dirs(base):
-                rel = d.relative_to(base).as_posix()
-                entries.append(rel + "/")
-                inside.add(rel + "/")
-    for name in folder_paths.get_filename_list(FOLDER):
-        if not any(name.replace(os.sep, "/").startswith(d) for d in inside):
-            entries.append(name)
-    return sorted(set(entries))
+    """Combo entries: model directories as 'name/' and weight files outside model directories (bounded)."""
+    files, dirs = list_files(model_folder(FOLDER), WEIGHT_SUFFIXES, want_dir=_is_model_dir)
+    return sorted({*(d + "/" for d in dirs), *files})
 
 
 def resolve_reward_path(name: str) -> Path:
-    """Absolute path of a combo entry; ValueError naming the folder when it is gone."""
-    if name.endswith("/"):
-        for base in map(Path, folder_paths.get_folder_paths(FOLDER)):
-            candidate = base / name.rstrip("/")
-            if candidate.is_dir():
-                return candidate
-        raise ValueError(f"reward model directory {name!r} not found in {folder_paths.get_folder_paths(FOLDER)}.")
-    return Path(folder_paths.get_full_path_or_raise(FOLDER, name))
+    """Real path of a combo entry inside models/reward_models ('name/' = a model directory, all of whose
+    files must be inside too); UnsafeNameError otherwise, without a word about anything outside."""
+    folder = model_folder(FOLDER)
+    if not name.endswith("/"):
+        return folder.locate(name, "reward model", kind="file")
+    directory = folder.locate(name.rstrip("/"), "reward model directory", kind="dir")
+    if not _is_model_dir(str(directory), [p.name for p in directory.iterdir()]):
+        raise UnsafeNameError(f"reward model directory {name!r} holds no config.json or OpenCLIP weights; "
+                              "pick a model directory from the list.")
+    for entry in directory.iterdir():  # files the loader may read (weights, config, tokenizer)
+        folder.locate(f"{name}{entry.name}", "reward model file", kind="any")
+    return directory
 
 
 class _PatcherModule(torch.nn.Module):
@@ -116,7 +107,7 @@ _LOCK = threading.Lock()
 
 def _compute_dtype(choice: str, device: torch.device) -> torch.dtype:
     if choice != "auto":
-        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[choice]
+        return torch_dtype(choice)
     if device.type == "cpu":
         return torch.float32
     if comfy.model_management.should_use_bf16(device):
@@ -155,26 +146,36 @@ class AIGRewardModelLoader(io.ComfyNode):
                                tooltip="File or directory (ending in /) in models/reward_models; no neutral value."),
                 io.Combo.Input("kind", options=["auto", *KINDS], default="auto",
                                tooltip="Reward formula; 'auto' (neutral) detects it from the files."),
-                io.Combo.Input("device", options=["default", "cpu"], default="default",
+                io.Combo.Input("device", options=list(DEVICES), default="default",
                                tooltip="'default' (neutral) lets ComfyUI place the model; 'cpu' keeps it on CPU."),
-                io.Combo.Input("dtype", options=["auto", "fp32", "fp16", "bf16"], default="auto",
+                io.Combo.Input("dtype", options=list(DTYPES), default="auto",
                                tooltip="Compute precision; 'auto' (neutral) is fp32 on CPU, bf16/fp16 on GPU."),
             ],
             outputs=[REWARD_MODEL.Output(display_name="reward_model")],
         )
 
     @classmethod
-    def validate_inputs(cls, model_name, kind="auto", device="default", dtype="auto"):
+    def validate_inputs(cls, model_name):
+        """model_name only, so a bad name is one message on that input (ComfyUI repeats a failure once per
+        argument); the other combos are checked when the node runs (0.3.64 does not check V3 combos)."""
         try:
             resolve_reward_path(model_name)
-        except (ValueError, FileNotFoundError) as error:
+        except UnsafeNameError as error:
             return str(error)
         return True
 
     @classmethod
     def execute(cls, model_name, kind="auto", device="default", dtype="auto") -> io.NodeOutput:
+        check_choices(kind=(kind, ("auto", *KINDS)), device=(device, DEVICES), dtype=(dtype, DTYPES))
         handle = get_reward_handle(model_name, kind, device, dtype)
         return io.NodeOutput(handle)
+
+
+def check_choices(**inputs) -> None:
+    """AIGInputError naming the first input whose value is not one of its options."""
+    for input_name, (value, options) in inputs.items():
+        if value not in options:
+            raise AIGInputError(f"{input_name} {value!r} is not one of {', '.join(options)}; pick one from the list.")
 
 
 REWARD_LOADER_NODES = [AIGRewardModelLoader]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -175,9 +176,14 @@ def setup_inprocess(root: Path) -> None:
 
 
 def install_model(server: ComfyServer, folder: str, source: Path, name: str | None = None) -> str:
-    """Symlink a built fixture file into the server's folder list; returns the name ComfyUI shows."""
+    """Hard-link (or copy) a built fixture file into the server's folder list; returns the name ComfyUI shows.
+
+    Not a symlink: the pack refuses links that lead outside their folder (core/safe_paths.py)."""
     name = name or source.name
     target = server.model_path(folder, name)
     if not target.exists():
-        target.symlink_to(source.resolve())
+        try:
+            os.link(source.resolve(), target)
+        except OSError:  # another file system
+            shutil.copy2(source.resolve(), target)
     return name
