@@ -22,7 +22,7 @@ from comfy_aig.core.rewards import RewardInputError, load_reward_model
 from comfy_aig.core.rewards.loading import detect_layout
 from comfy_aig.core.rewards.tokenizer import build_clip_tokenizer
 
-PARTI = Path(__file__).resolve().parents[2] / "shared" / "data" / "PartiPrompts.tsv"
+PARTI = Path(__file__).resolve().parent / "data" / "PartiPrompts.tsv"  # vendored, Apache-2.0 (LICENSE beside it)
 
 
 @pytest.fixture(scope="module")
