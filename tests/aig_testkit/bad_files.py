@@ -33,26 +33,24 @@ def lora_with_nan(source: Path, target: Path) -> Path:
     return target
 
 
-def lora_with_extra_layers(source: Path, target: Path) -> Path:
-    """The LoRA plus one layer the model does not have (an SDXL-only block name on SD1.5)."""
+def _lora_plus_layer(source: Path, target: Path, key: str, width: int) -> Path:
+    """The LoRA plus one zero layer `key` of width x width."""
     state = load_file(str(source))
     rank = state[_up_keys(state)[0]].shape[1]
-    extra = "lora_unet_down_blocks_7_attentions_1_transformer_blocks_9_attn1_to_q"
-    state[f"{extra}.lora_down.weight"] = torch.zeros(rank, 64)
-    state[f"{extra}.lora_up.weight"] = torch.zeros(64, rank)
+    state[f"{key}.lora_down.weight"] = torch.zeros(rank, width)
+    state[f"{key}.lora_up.weight"] = torch.zeros(width, rank)
     save_file(state, str(target))
     return target
+
+
+def lora_with_extra_layers(source: Path, target: Path) -> Path:
+    """The LoRA plus one layer the model does not have (an SDXL-only block name on SD1.5)."""
+    return _lora_plus_layer(source, target, "lora_unet_down_blocks_7_attentions_1_transformer_blocks_9_attn1_to_q", 64)
 
 
 def lora_with_text_encoder(source: Path, target: Path) -> Path:
     """The LoRA plus text-encoder keys (kohya lora_te_*), which the guider deliberately does not apply."""
-    state = load_file(str(source))
-    rank = state[_up_keys(state)[0]].shape[1]
-    te = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
-    state[f"{te}.lora_down.weight"] = torch.zeros(rank, 32)
-    state[f"{te}.lora_up.weight"] = torch.zeros(32, rank)
-    save_file(state, str(target))
-    return target
+    return _lora_plus_layer(source, target, "lora_te_text_model_encoder_layers_0_self_attn_q_proj", 32)
 
 
 def truncated(source: Path, target: Path, keep: float = 0.5) -> Path:
