@@ -108,14 +108,9 @@ class InceptionFeatures(torch.nn.Module):
         return torch.flatten(x, 1).float()  # [B, 2048]
 
 
-def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file, or of a .pt/.pth via torch.load(weights_only=True) (core.files)."""
-    return files.read_state_dict(path, "the FID Inception-v3 state dict")[0]
-
-
 def load_fid_inception(path: Path | str, device: torch.device | str | None = None) -> InceptionFeatures:
     """FID Inception pool-feature extractor from a local pt_inception-2015-12-05 file (strict key check)."""
-    state = read_state_dict(path)
+    state = files.read_state_dict(path, "the FID Inception-v3 state dict")[0]
     net = build_fid_inception()
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))

@@ -37,10 +37,7 @@ def read_safetensors(path: Path | str, what: str = "weights") -> dict[str, torch
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise FileLoadError(
-            f"{path.name} is not a readable safetensors file ({plain_text(error, 120)}): expected {what}. "
-            "The file is truncated or corrupt; download or export it again."
-        ) from None
+        raise _unreadable_safetensors(path, error, what) from None
 
 
 def safetensors_keys(path: Path | str, what: str = "weights") -> list[str]:
@@ -52,10 +49,12 @@ def safetensors_keys(path: Path | str, what: str = "weights") -> list[str]:
         with safe_open(str(path), framework="pt") as handle:
             return list(handle.keys())
     except (SafetensorError, OSError, ValueError) as error:
-        raise FileLoadError(
-            f"{path.name} is not a readable safetensors file ({plain_text(error, 120)}): expected {what}. "
-            "The file is truncated or corrupt; download or export it again."
-        ) from None
+        raise _unreadable_safetensors(path, error, what) from None
+
+
+def _unreadable_safetensors(path: Path, error: Exception, what: str) -> FileLoadError:
+    return FileLoadError(f"{path.name} is not a readable safetensors file ({plain_text(error, 120)}): expected "
+                         f"{what}. The file is truncated or corrupt; download or export it again.")
 
 
 def _torch_load(path: Path):

@@ -48,7 +48,7 @@ def read_state_dict(file: Path) -> tuple[dict[str, torch.Tensor], bool]:
 
 
 def _keys_of(file: Path) -> tuple[list[str], bool]:
-    if file.suffix.lower() == ".safetensors":
+    if file.suffix.lower() in files.SAFETENSORS_SUFFIXES:
         return files.safetensors_keys(file, "reward model weights"), False
     sd, wrapped = read_state_dict(file)
     return list(sd), wrapped
