@@ -88,7 +88,8 @@ def variants(world, cfg: float):
     import comfy.samplers
 
     from comfy_aig.core.schedules import make_schedule
-    from comfy_aig.nodes.aig_guider import build_guider, resolve_tuned
+    from comfy_aig.nodes.guider import build_guider
+    from comfy_aig.nodes.tuned_model import resolve_tuned
 
     def plain(model):
         def make():
@@ -128,7 +129,8 @@ def memory_variants(world, cfg: float):
 
 def variants_model_input(world, cfg, schedule):
     """AIG with the tuned model given as a LoraLoader MODEL (weight-hook route from its patches)."""
-    from comfy_aig.nodes.aig_guider import build_guider, resolve_tuned
+    from comfy_aig.nodes.guider import build_guider
+    from comfy_aig.nodes.tuned_model import resolve_tuned
 
     def make():
         tuned = resolve_tuned(world["base"], tuned_model=world["merged"], lora_route="hooks")

@@ -1,6 +1,7 @@
 """AIG mixing math (Jena et al. 2024, Sec. 4): eps = (1 - g) * eps_base + g * eps_tuned, g = gamma(s).
 
-Pure torch, no ComfyUI: the guider node and the standalone sampler both use it.
+Pure torch, no ComfyUI: the ComfyUI guider (nodes/guider.py) and the standalone DDIM sampler
+(training/sampling.py) both take progress, weights, the branch plan and the mix from here.
 Progress s runs over [0, 1] (0 = pure noise, 1 = clean) and is computed from the noise
 level of each model call, never from a step counter, so samplers that evaluate the model
 between schedule points (Heun, DPM++ 2S/SDE) get the right weight.
@@ -23,13 +24,13 @@ class AIGError(AIGInputError):
 
 
 def progress_from_timestep(t: float, t_max: float, t_min: float = 0.0) -> float:
-    """s = (t_max - t) / (t_max - t_min), clamped to [0, 1]: 0 at the noisiest timestep, 1 at t_min."""
+    """s = 1 - (t - t_min) / (t_max - t_min), clamped to [0, 1]: 0 at the noisiest timestep, 1 at t_min."""
     if not t_max > t_min:
         raise AIGError(f"timestep range is empty: t_max ({t_max}) must be above t_min ({t_min})")
     t = float(t)
     if math.isnan(t):
         raise AIGError("timestep is NaN; the sampler passed an invalid noise level")
-    return min(max((t_max - t) / (t_max - t_min), 0.0), 1.0)
+    return min(max(1.0 - (t - t_min) / (t_max - t_min), 0.0), 1.0)
 
 
 def check_tolerance(tolerance: float) -> float:

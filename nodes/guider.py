@@ -1,6 +1,21 @@
-"""AIGGuider (GUIDER for SamplerCustomAdvanced) and AIGSampler (one-node KSampler-style AIG sampling)."""
+"""AIG sampling in ComfyUI: the AIGCFGGuider and the two nodes that build it (Jena et al. 2024, Sec. 4).
+
+AIGCFGGuider returns (1 - g) * CFG(base) + g * CFG(tuned) with g = gamma(progress(sigma)) from
+core/aig.py; each branch keeps its own CFG through ComfyUI's cfg_function, so sampler CFG patches
+still apply. The tuned model is evaluated by a route from nodes/tuned_model.py.
+AIGGuider outputs the guider for SamplerCustomAdvanced; AIGSampler is the one-node, KSampler-style form.
+
+Known limits: ComfyUI's own bypass LoRA loader (`comfy.sd.load_bypass_lora_for_models`, newer than
+0.3.6x) is not used: our bypass works on any ComfyUI with APPLY_MODEL wrappers. In the hooks and bypass
+routes the base model's model_options (CFG patches, FreeU...) serve both branches. "*_cfg_pp" samplers
+read uncond_denoised through a post-CFG hook, which runs per branch, so they see the last evaluated
+branch's uncond rather than a mixed one.
+"""
 
 from __future__ import annotations
+
+import logging
+import math
 
 import comfy.model_management
 import comfy.sample
@@ -10,16 +25,127 @@ import folder_paths
 import latent_preview
 from comfy_api.latest import io
 
-from ..core.aig import AIGError, check_tolerance
-from ..core.schedules import ScheduleError
-from .aig_guider import LORA_ROUTES, build_guider, check_lora_route, resolve_tuned
+from ..core.aig import AIGWeighting, check_tolerance, mix_predictions
+from ..core.schedules import VALUE_NAMES, schedule_from_values
+from .aig_inputs import AIGInputValidation, lora_route_input, schedule_inputs, tolerance_input
 from .folders import model_file
-from .schedule_inputs import schedule_from_kwargs, schedule_inputs
+from .tuned_model import TUNED_COND_INDICES, TunedRoute, resolve_tuned
 
+log = logging.getLogger(__name__)
+
+TUNED_KEYS = ("aig_tuned_positive", "aig_tuned_negative")
 NO_LORA = "None"
-SCHEDULE_KEYS = ("schedule", "p", "switch", "centre", "width", "value", "window_start", "window_end")
-SCHEDULE_DEFAULTS = {"schedule": "power", "p": 2.0, "switch": 0.5, "centre": 0.5, "width": 0.1, "value": 1.0,
-                     "window_start": 0.0, "window_end": 1.0}
+
+
+class AIGCFGGuider(comfy.samplers.CFGGuider):
+    """CFGGuider returning (1 - g) * CFG(base) + g * CFG(tuned), g = gamma(progress(sigma))."""
+
+    def __init__(self, model_patcher, tuned: TunedRoute, schedule, tolerance: float = 0.0):
+        super().__init__(tuned.guider_patcher(model_patcher))
+        self.tuned = tuned
+        self.schedule = schedule
+        self.tolerance = tolerance
+        self.calls = {"base": 0, "tuned": 0}  # branch evaluations, for tests and benchmarks
+
+    def set_conds(self, positive, negative):
+        # The tuned pair rides in self.conds through sample() and outer_sample(), which prepare every cond
+        # group (weight hooks, ControlNets, model loading); inner_sample then processes it on its own.
+        tuned_pos, tuned_neg = self.tuned.tuned_conds(positive, negative)
+        self.inner_set_conds(
+            {"positive": positive, "negative": negative, TUNED_KEYS[0]: tuned_pos, TUNED_KEYS[1]: tuned_neg}
+        )
+
+    def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed):
+        # process_conds pairs areas across all groups it is given, so the tuned pair is processed apart
+        tuned_conds = {"positive": self.conds.pop(TUNED_KEYS[0]), "negative": self.conds.pop(TUNED_KEYS[1])}
+        latent_in = latent_image
+        if latent_in is not None and latent_in.count_nonzero() > 0:
+            latent_in = self.inner_model.process_latent_in(latent_in)
+        model = self.tuned.tuned_inner_model(self.inner_model)
+        self.tuned_conds = comfy.samplers.process_conds(model, noise, tuned_conds, device, latent_in, denoise_mask, seed)
+        self.weighting = AIGWeighting(self.schedule, t_max=self._t_max(), t_min=0.0, tolerance=self.tolerance)
+        self.tuned_options = None  # the tuned branch's own model options (model route only)
+        try:
+            with self.tuned.running(self.inner_model, self.model_options, sigmas) as tuned_options:
+                self.tuned_options = tuned_options
+                return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                            disable_pbar, seed)
+        finally:
+            del self.tuned_conds, self.tuned_options
+
+    def _t_max(self) -> float:
+        """The model's timestep at sigma_max: progress 0."""
+        sampling = self.inner_model.model_sampling
+        return float(sampling.timestep(sampling.sigma_max.reshape(1)).reshape(-1)[0])
+
+    def _plan(self, sigma):
+        """The branch plan of one model call: gamma(progress(t(sigma))) per sample (core/aig.py)."""
+        return self.weighting.plan(self.inner_model.model_sampling.timestep(sigma))
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 - ComfyUI's signature
+        """Denoised x0 of the mixed prediction at (x, sigma); a branch with weight 0 is not evaluated."""
+        plan = self._plan(timestep)
+        cfg1 = math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False)
+        base_pair = (self.conds.get("positive"), None if cfg1 else self.conds.get("negative"))
+        tuned_pair = (self.tuned_conds.get("positive"), None if cfg1 else self.tuned_conds.get("negative"))
+        branches = self._one_batch if self.tuned.shares_base_weights else self._two_models
+        base_out, tuned_out = branches(plan, base_pair, tuned_pair, x, timestep, model_options)
+        self.calls["base"] += int(plan.run_base)
+        self.calls["tuned"] += int(plan.run_tuned)
+        return mix_predictions(base_out, tuned_out, plan)
+
+    def _one_batch(self, plan, base_pair, tuned_pair, x, timestep, model_options):
+        """Both branches in one calc_cond_batch over the base model; the tuned pair at TUNED_COND_INDICES."""
+        none = (None, None)
+        conds = [*(base_pair if plan.run_base else none), *(tuned_pair if plan.run_tuned else none)]
+        out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+        first = TUNED_COND_INDICES[0]
+        base_out = self._cfg(self.inner_model, base_pair, out[:first], x, timestep, model_options) if plan.run_base else None
+        tuned_out = self._cfg(self.inner_model, tuned_pair, out[first:], x, timestep, model_options) if plan.run_tuned else None
+        return base_out, tuned_out
+
+    def _two_models(self, plan, base_pair, tuned_pair, x, timestep, model_options):
+        """Each branch through its own model and model options."""
+        base_out = tuned_out = None
+        if plan.run_base:
+            out = comfy.samplers.calc_cond_batch(self.inner_model, list(base_pair), x, timestep, model_options)
+            base_out = self._cfg(self.inner_model, base_pair, out, x, timestep, model_options)
+        if plan.run_tuned:
+            model, options = self.tuned.patcher.model, self.tuned_options
+            out = comfy.samplers.calc_cond_batch(model, list(tuned_pair), x, timestep, options)
+            tuned_out = self._cfg(model, tuned_pair, out, x, timestep, options)
+        return base_out, tuned_out
+
+    def _cfg(self, model, pair, out, x, timestep, model_options):
+        """One branch's CFG exactly as ComfyUI's sampling_function does it (pre-CFG hooks, then cfg_function)."""
+        out = list(out)
+        conds = list(pair)
+        for fn in model_options.get("sampler_pre_cfg_function", []):
+            args = {"conds": conds, "conds_out": out, "cond_scale": self.cfg, "timestep": timestep,
+                    "input": x, "sigma": timestep, "model": model, "model_options": model_options}
+            out = fn(args)
+        return comfy.samplers.cfg_function(model, out[0], out[1], self.cfg, x, timestep,
+                                           model_options=model_options, cond=pair[0], uncond=pair[1])
+
+
+def build_guider(model, positive, negative, cfg, tuned: TunedRoute, schedule, tolerance=0.0) -> AIGCFGGuider:
+    """A ready AIGCFGGuider (conds and CFG set); logs which route evaluates the tuned model."""
+    guider = AIGCFGGuider(model, tuned, schedule, tolerance)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    log.info("AIG guider: tuned model via %s route (%s), schedule %s", tuned.route, tuned.description,
+             schedule.describe())
+    return guider
+
+
+def guider_from_inputs(model, positive, negative, cfg, tuned_model, lora_name, lora_strength, skip_tolerance,
+                       lora_route, values) -> AIGCFGGuider:
+    """Validated AIGCFGGuider from node inputs (raises AIGError/ScheduleError with the fix)."""
+    schedule = schedule_from_values({k: values[k] for k in VALUE_NAMES if k in values})
+    lora_path = None if lora_name in (None, NO_LORA) else str(model_file("loras", lora_name, "LoRA"))
+    tuned = resolve_tuned(model, tuned_model=tuned_model, lora_path=lora_path, lora_strength=lora_strength,
+                          lora_route=lora_route)
+    return build_guider(model, positive, negative, cfg, tuned, schedule, check_tolerance(skip_tolerance))
 
 
 BASE_MODEL_INPUT = dict(tooltip="Base model (the untuned checkpoint).")
@@ -56,63 +182,7 @@ def tuned_inputs() -> list:
     ]
 
 
-def tolerance_input() -> io.Float.Input:
-    return io.Float.Input(
-        "skip_tolerance", default=0.0, min=0.0, max=0.49, step=0.001, optional=True,
-        tooltip="Skip a branch whose weight is within this of 0 (and the other within it of 1). "
-        "0 = exact: skip only where the weight is exactly 0 or 1.",
-    )
-
-
-def lora_route_input() -> io.Combo.Input:
-    return io.Combo.Input(
-        "lora_route", options=list(LORA_ROUTES), default="auto", optional=True,
-        tooltip="How a LoRA tuned model runs. auto: unmerged when it is a plain LoRA (base and tuned in one "
-        "batched forward, no weight copies; equal to the merged LoRA up to float rounding), else weight hooks. "
-        "bypass: unmerged or an error. hooks: merged through weight hooks, bit-identical to LoraLoader. "
-        "Not used for a separate checkpoint.",
-    )
-
-
-def validate_values(values: dict) -> bool | str:
-    """Check the schedule and tolerance widgets at /prompt time; linked (absent) values are checked at run time."""
-    values = {k: v for k, v in values.items() if v is not None}
-    try:
-        if all(k in values for k in SCHEDULE_KEYS):
-            schedule_from_kwargs(**{k: values[k] for k in SCHEDULE_KEYS})
-        if "skip_tolerance" in values:
-            check_tolerance(values["skip_tolerance"])
-        if "lora_route" in values:
-            check_lora_route(values["lora_route"])
-    except (ScheduleError, AIGError) as error:
-        return str(error)
-    return True
-
-
-class ScheduleValidation:
-    """validate_inputs shared by the AIG nodes: schedule and tolerance widgets are checked at /prompt time."""
-
-    @classmethod
-    def validate_inputs(cls, schedule=None, p=None, switch=None, centre=None, width=None, value=None,
-                        window_start=None, window_end=None, skip_tolerance=None, lora_route=None):
-        # named arguments: ComfyUI attaches a failure to these inputs only and keeps its own min/max checks
-        # for the others; a linked input arrives as None and is checked when the node runs
-        return validate_values(dict(schedule=schedule, p=p, switch=switch, centre=centre, width=width, value=value,
-                                    window_start=window_start, window_end=window_end,
-                                    skip_tolerance=skip_tolerance, lora_route=lora_route))
-
-
-def make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength, skip_tolerance, lora_route,
-                values):
-    """Validated AIGCFGGuider from node inputs (raises AIGError/ScheduleError with the fix)."""
-    schedule = schedule_from_kwargs(**{k: values.get(k, SCHEDULE_DEFAULTS[k]) for k in SCHEDULE_KEYS})
-    lora_path = None if lora_name in (None, NO_LORA) else str(model_file("loras", lora_name, "LoRA"))
-    tuned = resolve_tuned(model, tuned_model=tuned_model, lora_path=lora_path, lora_strength=lora_strength,
-                          lora_route=lora_route)
-    return build_guider(model, positive, negative, cfg, tuned, schedule, check_tolerance(skip_tolerance))
-
-
-class AIGGuider(ScheduleValidation, io.ComfyNode):
+class AIGGuider(AIGInputValidation, io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -136,8 +206,8 @@ class AIGGuider(ScheduleValidation, io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, cfg, lora_name, lora_strength, tuned_model=None,
                 skip_tolerance=0.0, lora_route="auto", **values) -> io.NodeOutput:
-        guider = make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength,
-                             skip_tolerance, lora_route, values)
+        guider = guider_from_inputs(model, positive, negative, cfg, tuned_model, lora_name, lora_strength,
+                                    skip_tolerance, lora_route, values)
         return io.NodeOutput(guider)
 
 
@@ -148,7 +218,7 @@ def ksampler_sigmas(model, steps, sampler_name, scheduler, denoise):
     return sampler.sigmas
 
 
-class AIGSampler(ScheduleValidation, io.ComfyNode):
+class AIGSampler(AIGInputValidation, io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -183,8 +253,8 @@ class AIGSampler(ScheduleValidation, io.ComfyNode):
     def execute(cls, model, lora_name, lora_strength, seed, steps, cfg, sampler_name, scheduler, positive,
                 negative, latent_image, denoise, tuned_model=None, skip_tolerance=0.0, lora_route="auto",
                 **values) -> io.NodeOutput:
-        guider = make_guider(model, positive, negative, cfg, tuned_model, lora_name, lora_strength,
-                             skip_tolerance, lora_route, values)
+        guider = guider_from_inputs(model, positive, negative, cfg, tuned_model, lora_name, lora_strength,
+                                    skip_tolerance, lora_route, values)
         latent = latent_image.copy()
         samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
         noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))

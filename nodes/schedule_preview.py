@@ -4,8 +4,8 @@ import torch
 from comfy_api.latest import io, ui
 from PIL import Image, ImageDraw
 
-from ..core.schedules import ScheduleError, sample_curve
-from .schedule_inputs import schedule_from_kwargs, schedule_inputs
+from ..core.schedules import sample_curve, schedule_from_values
+from .aig_inputs import AIGInputValidation, schedule_inputs
 
 _SIZE = 256  # preview canvas, pixels
 _MARGIN = 24
@@ -31,7 +31,7 @@ def render_schedule(schedule, steps: int) -> torch.Tensor:
     return pixels.view(1, _SIZE, _SIZE, 3).float() / 255.0
 
 
-class AIGSchedulePreview(io.ComfyNode):
+class AIGSchedulePreview(AIGInputValidation, io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -51,18 +51,8 @@ class AIGSchedulePreview(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, schedule="power", p=2.0, switch=0.5, centre=0.5, width=0.1, value=1.0,
-                        window_start=0.0, window_end=1.0):
-        """Schedule inputs are checked by core (it names valid ranges); ComfyUI still range-checks `steps`."""
-        try:
-            schedule_from_kwargs(schedule, p, switch, centre, width, value, window_start, window_end)
-        except ScheduleError as error:
-            return str(error)
-        return True
-
-    @classmethod
     def execute(cls, steps, **schedule_values) -> io.NodeOutput:
-        schedule = schedule_from_kwargs(**schedule_values)
+        schedule = schedule_from_values(schedule_values)
         weights = ", ".join(f"{schedule(i / steps):.3f}" for i in range(steps))
         image = render_schedule(schedule, steps)
         return io.NodeOutput(image, weights, ui=ui.PreviewText(f"{schedule.describe()}: {weights}"))

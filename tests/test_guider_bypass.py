@@ -42,7 +42,7 @@ def _schedule(name="power", **params):
 
 
 def _tuned(world, route, lora_path=None, how="lora_file"):
-    from comfy_aig.nodes.aig_guider import resolve_tuned
+    from comfy_aig.nodes.tuned_model import resolve_tuned
 
     if how == "lora_model":
         return resolve_tuned(world["base"], tuned_model=world["lora_model"], lora_route=route)
@@ -51,7 +51,7 @@ def _tuned(world, route, lora_path=None, how="lora_file"):
 
 
 def _aig(world, tuned, schedule, noise, sigmas, sampler="euler"):
-    from comfy_aig.nodes.aig_guider import build_guider
+    from comfy_aig.nodes.guider import build_guider
 
     guider = build_guider(world["base"], world["positive"], world["negative"], CFG, tuned, schedule)
     return run_guider(guider, noise, sigmas, sampler), guider
@@ -73,7 +73,7 @@ def _variant_lora(world, tmp_path, name, extra: dict) -> str:
 def test_auto_picks_bypass_for_a_plain_lora(world):
     assert _tuned(world, "auto").route == "bypass"
     assert _tuned(world, "auto", how="lora_model").route == "bypass"
-    assert _tuned(world, "hooks").route == "hook"
+    assert _tuned(world, "hooks").route == "hooks"
     tuned = _tuned(world, "bypass")
     assert len(tuned.bypass) == 32  # every patch of the fixture LoRA runs unmerged
 
@@ -170,7 +170,7 @@ def test_conv_lora_runs_unmerged(world, tmp_path):
 def test_stacked_loras_add_up_unmerged(world, tmp_path):
     """Two LoraLoaders in a chain: both LoRAs run unmerged on the same layers; g == 1 equals the merged pair."""
     from aig_testkit.sd_fixtures import build_kohya_lora
-    from comfy_aig.nodes.aig_guider import resolve_tuned
+    from comfy_aig.nodes.tuned_model import resolve_tuned
 
     stacked = with_lora(world["lora_model"], build_kohya_lora(tmp_path / "second.safetensors", seed=11), 0.5)
     tuned = resolve_tuned(world["base"], tuned_model=stacked, lora_route="bypass")
@@ -189,7 +189,7 @@ def test_lora_it_cannot_run_unmerged_falls_back_or_errors(world, tmp_path):
 
     key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
     dora = _variant_lora(world, tmp_path, "dora.safetensors", {f"{key}.dora_scale": torch.ones(320, 1)})
-    assert _tuned(world, "auto", dora).route == "hook"
+    assert _tuned(world, "auto", dora).route == "hooks"
     with pytest.raises(AIGError, match="cannot run this LoRA unmerged: .*DoRA.*Set lora_route to 'auto' or 'hooks'"):
         _tuned(world, "bypass", dora)
     with pytest.raises(AIGError, match="lora_route 'merged' is not one of auto, bypass, hooks"):

@@ -47,14 +47,14 @@ def _schedule(name="power", **params):
 
 
 def _aig(world, tuned, schedule, noise, sigmas, sampler="euler", tolerance=0.0):
-    from comfy_aig.nodes.aig_guider import build_guider
+    from comfy_aig.nodes.guider import build_guider
 
     guider = build_guider(world["base"], world["positive"], world["negative"], CFG, tuned, schedule, tolerance)
     return run_guider(guider, noise, sigmas, sampler), guider
 
 
 def _tuned(world, how, route="hooks"):
-    from comfy_aig.nodes.aig_guider import resolve_tuned
+    from comfy_aig.nodes.tuned_model import resolve_tuned
 
     if how == "lora_file":
         return resolve_tuned(world["base"], lora_path=world["lora_path"], lora_strength=STRENGTH, lora_route=route)
@@ -73,7 +73,7 @@ def test_endpoints_equal_plain_cfg_bitwise(world, how):
     assert (base_ref - tuned_ref).abs().max() > 1e-2  # the LoRA changes the result, so the test can fail
 
     tuned = _tuned(world, how)
-    assert tuned.route == "hook"
+    assert tuned.route == "hooks"
     out0, guider0 = _aig(world, tuned, _schedule("constant", value=0.0), noise, sigmas)
     assert torch.equal(out0, base_ref)
     assert guider0.calls == {"base": 6, "tuned": 0}
@@ -112,7 +112,7 @@ def test_three_tuned_inputs_agree(world):
     outs = {}
     for how in ("lora_file", "lora_model", "other_checkpoint"):
         tuned = _tuned(world, how)
-        assert tuned.route == ("model" if how == "other_checkpoint" else "hook")
+        assert tuned.route == ("model" if how == "other_checkpoint" else "hooks")
         outs[how], _ = _aig(world, tuned, _schedule("power", p=2.0), noise, sigmas)
     assert torch.equal(outs["lora_file"], outs["lora_model"])
     assert torch.equal(outs["lora_file"], outs["other_checkpoint"])
@@ -122,7 +122,7 @@ def test_three_tuned_inputs_agree(world):
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_sampler_batch2(world, sampler):
     """Each sampler: g == 0 equals plain CFG, and every model call is weighted by gamma(progress(sigma))."""
-    from comfy_aig.nodes.aig_guider import AIGCFGGuider
+    from comfy_aig.nodes.guider import AIGCFGGuider
 
     noise = make_noise(2, seed=7)
     sigmas = sigmas_for(world["base"], 4, sampler=sampler)
@@ -179,7 +179,8 @@ def test_window_runs_one_branch_outside(world):
 def test_cfg_patches_apply_to_each_branch(world):
     """A model CFG patch (sampler_cfg_function + post-CFG hook) keeps working: g == 0 equals plain CFG on the
     patched model bit for bit, and the post-CFG hook runs once per evaluated branch."""
-    from comfy_aig.nodes.aig_guider import build_guider, resolve_tuned
+    from comfy_aig.nodes.guider import build_guider
+    from comfy_aig.nodes.tuned_model import resolve_tuned
 
     seen = []
 
@@ -214,7 +215,7 @@ def test_lora_matching_no_keys_is_an_error(world, tmp_path):
     from safetensors.torch import save_file
 
     from comfy_aig.core.aig import AIGError
-    from comfy_aig.nodes.aig_guider import resolve_tuned
+    from comfy_aig.nodes.tuned_model import resolve_tuned
 
     bogus = tmp_path / "bogus_lora.safetensors"
     save_file({"lora_unet_nowhere_to_q.lora_down.weight": torch.zeros(4, 8),
@@ -228,7 +229,7 @@ def test_lora_matching_no_keys_is_an_error(world, tmp_path):
 
 def test_exactly_one_tuned_input(world):
     from comfy_aig.core.aig import AIGError
-    from comfy_aig.nodes.aig_guider import resolve_tuned
+    from comfy_aig.nodes.tuned_model import resolve_tuned
 
     with pytest.raises(AIGError, match="exactly one tuned model"):
         resolve_tuned(world["base"])
@@ -244,7 +245,7 @@ def test_other_architecture_is_an_error(world, tmp_path):
 
     from aig_testkit.sd_fixtures import SHALLOW_SD15_UNET, unet_to_ldm
     from comfy_aig.core.aig import AIGError
-    from comfy_aig.nodes.aig_guider import resolve_tuned
+    from comfy_aig.nodes.tuned_model import resolve_tuned
 
     config = dict(SHALLOW_SD15_UNET, layers_per_block=2)
     unet = UNet2DConditionModel(**config)
@@ -253,3 +254,26 @@ def test_other_architecture_is_an_error(world, tmp_path):
     deeper = load_unet(path)
     with pytest.raises(AIGError, match="architecture"):
         resolve_tuned(world["base"], tuned_model=deeper)
+
+
+def test_validation_names_every_shared_widget(comfy_inprocess):
+    """ComfyUI reads validate_inputs' argument names: they must be core's schedule vocabulary plus the
+    tolerance and route, and every node that validates them must have those inputs."""
+    import inspect
+
+    from comfy_aig.core.schedules import VALUE_NAMES
+    from comfy_aig.nodes.aig_inputs import AIGInputValidation, check_values
+    from comfy_aig.nodes.guider import AIGGuider, AIGSampler
+    from comfy_aig.nodes.schedule_preview import AIGSchedulePreview
+
+    names = inspect.getfullargspec(AIGInputValidation.validate_inputs).args[1:]
+    assert names == [*VALUE_NAMES, "skip_tolerance", "lora_route"]
+    for node in (AIGGuider, AIGSampler, AIGSchedulePreview):
+        inputs = {i.id for i in node.define_schema().inputs}
+        assert set(VALUE_NAMES) <= inputs, node.__name__
+    assert AIGSchedulePreview.validate_inputs(schedule="power", p=0.0, switch=0.5, centre=0.5, width=0.1, value=1.0,
+                                              window_start=0.0, window_end=1.0) == (
+        "schedule 'power': p = 0.0 is out of range; valid range is (0.0, 100.0]")
+    assert check_values({"schedule": "power", "p": None}) is True  # a linked value is checked at run time
+    assert "skip tolerance" in check_values({"skip_tolerance": 0.7})
+    assert "lora_route 'merge'" in check_values({"lora_route": "merge"})

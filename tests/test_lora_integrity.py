@@ -34,7 +34,7 @@ def broken(world, tmp_path_factory):
 
 
 def _resolve(world, route, lora_path=None, tuned_model=None):
-    from comfy_aig.nodes.aig_guider import resolve_tuned
+    from comfy_aig.nodes.tuned_model import resolve_tuned
 
     return resolve_tuned(world["base"], tuned_model=tuned_model, lora_path=lora_path, lora_strength=LORA_STRENGTH,
                          lora_route=route)
@@ -112,5 +112,5 @@ def test_unreadable_lora_files_name_the_file(world, broken, which, message):
 
 def test_the_good_lora_still_passes_every_route(world):
     routes = {route: _resolve(world, route, lora_path=world["lora_path"]).route for route in ROUTES}
-    assert routes == {"auto": "bypass", "bypass": "bypass", "hooks": "hook"}
+    assert routes == {"auto": "bypass", "bypass": "bypass", "hooks": "hooks"}
     assert _resolve(world, "auto", tuned_model=world["lora_model"]).route == "bypass"

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from aig_testkit.diffusers_fixtures import make_scheduler, tiny_pixel_model
+from comfy_aig.core.aig import progress_from_timestep
 from comfy_aig.core.schedules import make_schedule
 from comfy_aig.training.sampling import (
     adapter_enabled,
     ddim_step,
     ddim_timesteps,
-    progress_of,
     sample,
 )
 
@@ -43,8 +43,8 @@ def test_ddim_step_matches_diffusers(kind):
 
 
 def test_progress_endpoints():
-    assert progress_of(999, 1000) == 0.0
-    assert progress_of(0, 1000) == 1.0
+    assert progress_from_timestep(999, t_max=1000 - 1) == 0.0
+    assert progress_from_timestep(0, t_max=1000 - 1) == 1.0
 
 
 def test_adapter_toggle_restores_state(eps_model):
@@ -69,7 +69,7 @@ def test_aig_endpoints_equal_base_and_tuned(eps_model):
     assert base.nfe_per_image == tuned.nfe_per_image == 8  # 4 steps x CFG pair
     for schedule in (make_schedule("power", p=2.0), make_schedule("step", switch=0.5)):
         mixed = sample(eps_model, PROMPTS, mode="aig", schedule=schedule, **kw)
-        gammas = [schedule(progress_of(t, 1000)) for t in ddim_timesteps(eps_model.scheduler, 4)]
+        gammas = [schedule(progress_from_timestep(t, t_max=1000 - 1)) for t in ddim_timesteps(eps_model.scheduler, 4)]
         # a branch with weight exactly 0 is skipped: 2 evaluations (CFG pair) per branch that runs
         assert mixed.nfe_per_image == sum(2 * (g > 0) + 2 * (g < 1) for g in gammas)
         assert not torch.allclose(mixed.images, base.images) and not torch.allclose(mixed.images, tuned.images)

@@ -9,7 +9,7 @@ from comfy_aig.core.schedules import (
     ScheduleError,
     make_schedule,
     sample_curve,
-    schedule_from_inputs,
+    schedule_from_values,
 )
 
 GRID = [i / 200 for i in range(201)]
@@ -83,11 +83,48 @@ def test_invalid_inputs_name_the_valid_choices(kwargs, message):
     assert message in str(error.value)
 
 
-def test_schedule_from_inputs_keeps_only_family_parameters():
-    schedule = schedule_from_inputs("power", p=3.0, switch=0.9, width=0.2, value=0.1)
+def test_schedule_from_values_keeps_only_family_parameters():
+    schedule = schedule_from_values({"schedule": "power", "p": 3.0, "switch": 0.9, "width": 0.2, "value": 0.1})
     assert schedule.params == {"p": 3.0}
     with pytest.raises(ScheduleError, match="valid choices"):
-        schedule_from_inputs("nope")
+        schedule_from_values({"schedule": "nope"})
+
+
+def test_schedule_from_values_reads_the_window_and_defaults():
+    schedule = schedule_from_values({"schedule": "sigmoid", "width": 0.3, "window_start": 0.2, "window_end": 0.7})
+    assert schedule == make_schedule("sigmoid", start=0.2, end=0.7, centre=0.5, width=0.3)
+    assert schedule_from_values({}) == make_schedule("power", p=2.0)
+    with pytest.raises(ScheduleError, match=r"window start \(0.8\) must be below"):
+        schedule_from_values({"schedule": "linear", "window_start": 0.8, "window_end": 0.2})
+
+
+def test_one_vocabulary_is_consistent():
+    """Flat parameter names are unique across families, defaults are valid, widget minima lie in range."""
+    from comfy_aig.core.schedules import FAMILIES, PARAMETERS, VALUE_NAMES, WINDOW
+
+    assert sum(len(f.parameters) for f in FAMILIES.values()) == len(PARAMETERS)
+    assert VALUE_NAMES == ("schedule", "p", "switch", "centre", "width", "value", "window_start", "window_end")
+    for family in FAMILIES.values():
+        assert make_schedule(family.name).params == {p.name: p.default for p in family.parameters}
+        for parameter in family.parameters:
+            assert parameter.check(family.name, parameter.minimum) == parameter.minimum
+            with pytest.raises(ScheduleError, match="out of range"):
+                parameter.check(family.name, parameter.high + 1)
+    assert [(w.default, w.low, w.high) for w in WINDOW] == [(0.0, 0.0, 1.0), (1.0, 0.0, 1.0)]
+
+
+def test_cli_flags_come_from_the_vocabulary():
+    import argparse
+
+    from comfy_aig.core.schedules import PARAMETERS
+    from comfy_aig.training.schedule_cli import add_arguments, schedule_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["sigmoid", "--width", "0.25", "--start", "0.1"])
+    assert {name: getattr(args, name) for name in PARAMETERS if name != "width"} == {
+        name: p.default for name, p in PARAMETERS.items() if name != "width"}
+    assert schedule_from_args(args.name, args) == make_schedule("sigmoid", start=0.1, width=0.25)
 
 
 def test_sample_curve_and_describe():

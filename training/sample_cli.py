@@ -12,7 +12,8 @@ import json
 import logging
 from pathlib import Path
 
-from ..core.schedules import DEFAULT_PARAMETERS, SCHEDULE_NAMES
+from ..core.schedules import DEFAULT_SCHEDULE, SCHEDULE_NAMES
+from .schedule_cli import add_schedule_arguments, schedule_from_args
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", default="base", choices=("base", "lora", "aig"),
                         help="base model, LoRA at --lora-scale, or AIG mixture with --schedule")
     parser.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength in lora mode (1 = full)")
-    parser.add_argument("--schedule", default="power", choices=SCHEDULE_NAMES, help="AIG gamma(s) family")
-    for key, value in DEFAULT_PARAMETERS.items():
-        parser.add_argument(f"--{key}", type=float, default=value, help=f"schedule parameter (default {value})")
-    parser.add_argument("--start", type=float, default=0.0, help="AIG window start (default 0)")
-    parser.add_argument("--end", type=float, default=1.0, help="AIG window end (default 1)")
+    parser.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULE_NAMES, help="AIG gamma(s) family")
+    add_schedule_arguments(parser)
     parser.add_argument("--prompt", action="append", default=[], help="prompt (repeatable)")
     parser.add_argument("--prompts-file", default=None, help="text file, one prompt per line")
     parser.add_argument("--num", type=int, default=1, help="images per prompt (seeds seed .. seed+num-1)")
@@ -42,13 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward batch")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
     parser.add_argument("--out", required=True, help="output folder for PNGs")
-
-
-def _schedule(args):
-    from ..core.schedules import schedule_from_inputs
-
-    values = {key: getattr(args, key) for key in DEFAULT_PARAMETERS}
-    return schedule_from_inputs(args.schedule, start=args.start, end=args.end, **values)
 
 
 def _prompts(args) -> list[str]:
@@ -105,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num < 1 or args.batch_size < 1:
         raise ValueError("--num and --batch-size must be >= 1")
     prompts = _prompts(args)
-    schedule = _schedule(args) if args.mode == "aig" else None
+    schedule = schedule_from_args(args.schedule, args) if args.mode == "aig" else None
     model = load_for_sampling(args)
     jobs = [(j, p, args.seed + i) for j, p in enumerate(prompts) for i in range(args.num)]
     out = Path(args.out)

@@ -25,13 +25,14 @@ generator=None, lora_scale=None, negative_prompt="", return_latents=False) -> Sa
     ``mode``: "base" (adapter disabled), "tuned" (adapter enabled, optionally at ``lora_scale``),
     "aig": ``out = (1 - g) out_base + g out_tuned`` with ``g = schedule(s)``. Mixing eps, v or x0 at
     the same x_t is the same mixture, so the raw model outputs are mixed whatever ``prediction_type`` is.
-    Progress ``s = 1 - t / (num_train_timesteps - 1)``: 0 at pure noise (t = T - 1), 1 at clean (t = 0).
-    Branches whose weight is exactly 0 or 1 are skipped. ``SampleResult.images`` [B, 3, H, W] 0..1,
+    Progress, weights, the branch plan and the mix come from ``core/aig.py`` (as in the ComfyUI guider):
+    ``s = 1 - t / (num_train_timesteps - 1)``, 0 at pure noise (t = T - 1), 1 at clean (t = 0); a branch
+    whose weight is exactly 0 is not run. ``SampleResult.images`` [B, 3, H, W] 0..1,
     ``.latents`` (if asked) and ``.nfe_per_image``: UNet evaluations per image, a CFG pair counts 2.
 
 Lower-level pieces used by ``draft.py``: ``ddim_timesteps``, ``ddim_step``, ``guided_output``,
 ``to_epsilon``, ``adapter_enabled`` (context manager toggling every peft LoRA layer),
-``scaled_lora`` (context manager multiplying the adapter scale), ``progress_of``.
+``scaled_lora`` (context manager multiplying the adapter scale), ``tuned_weighting``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.schedules import Schedule
+from ..core.aig import AIGWeighting, BranchPlan, mix_predictions
+from ..core.schedules import Schedule, make_schedule
 
 MODES = ("base", "tuned", "aig")
 
@@ -114,11 +116,6 @@ class SampleResult:
     images: torch.Tensor  # [B, 3, H, W]
     latents: torch.Tensor | None
     nfe_per_image: int
-
-
-def progress_of(t: int | torch.Tensor, num_train_timesteps: int) -> float:
-    """Sampling progress s = 1 - t / (T_train - 1): 0 at pure noise, 1 at the clean image."""
-    return 1.0 - float(t) / float(num_train_timesteps - 1)
 
 
 def ddim_timesteps(scheduler, steps: int) -> list[int]:
@@ -228,32 +225,28 @@ def initial_noise(model: DiffusionModel, batch: int, generator: torch.Generator 
     return noise.to(device or model.device)
 
 
-def aig_weight(mode: str, schedule: Schedule | None, t: int, num_train: int) -> float:
-    """Weight g of the tuned branch: 0 for base, 1 for tuned, schedule(s) for AIG."""
-    if mode == "base":
-        return 0.0
-    if mode == "tuned":
-        return 1.0
-    if mode == "aig":
-        if schedule is None:
-            raise ValueError("mode='aig' needs a schedule (comfy_aig.core.schedules.make_schedule(...))")
-        return float(schedule(progress_of(t, num_train)))
-    raise ValueError(f"unknown mode '{mode}'; valid modes: {', '.join(MODES)}")
+def tuned_weighting(mode: str, schedule: Schedule | None, num_train_timesteps: int) -> AIGWeighting:
+    """The tuned-branch weighting of a mode over diffusers timesteps t in [0, T - 1] (core/aig.py):
+    base g = 0, tuned g = 1, aig g = schedule(s(t)) with s = 1 - t / (T - 1)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode '{mode}'; valid modes: {', '.join(MODES)}")
+    if mode == "aig" and schedule is None:
+        raise ValueError("mode='aig' needs a schedule (comfy_aig.core.schedules.make_schedule(...))")
+    fixed = {"base": 0.0, "tuned": 1.0}
+    weights = schedule if mode == "aig" else make_schedule("constant", value=fixed[mode])
+    return AIGWeighting(weights, t_max=num_train_timesteps - 1, t_min=0.0)
 
 
-def mixed_output(model: DiffusionModel, x, t, cond, uncond, guidance_scale, g: float) -> tuple[torch.Tensor, int]:
-    """AIG mixture (1 - g) out_base + g out_tuned, each with its own CFG; returns (out, evaluations per image)."""
+def mixed_output(model: DiffusionModel, x, t, cond, uncond, guidance_scale, plan: BranchPlan) -> tuple[torch.Tensor, int]:
+    """AIG mixture (1 - g) out_base + g out_tuned, each with its own CFG, running only the branches the plan
+    needs; returns (out, UNet evaluations per image)."""
+    outs = {}
+    for enabled, needed in ((False, plan.run_base), (True, plan.run_tuned)):
+        if needed:
+            with adapter_enabled(model.unet, enabled):
+                outs[enabled] = guided_output(model.unet, x, t, cond, uncond, guidance_scale)
     per_call = 1 if uncond is None else 2
-    outs, nfe = [], 0
-    for enabled, weight in ((False, 1.0 - g), (True, g)):
-        if weight == 0.0:
-            continue
-        with adapter_enabled(model.unet, enabled):
-            outs.append((weight, guided_output(model.unet, x, t, cond, uncond, guidance_scale)))
-        nfe += per_call
-    if len(outs) == 1:
-        return outs[0][1], nfe
-    return outs[0][0] * outs[0][1] + outs[1][0] * outs[1][1], nfe
+    return mix_predictions(outs.get(False), outs.get(True), plan), per_call * len(outs)
 
 
 @torch.no_grad()
@@ -262,20 +255,17 @@ def sample(model: DiffusionModel, prompts: Sequence[str], steps: int = 50, guida
            generator: torch.Generator | None = None, lora_scale: float | None = None,
            negative_prompt: str = "", return_latents: bool = False) -> SampleResult:
     """DDIM + CFG sampling of base, tuned (LoRA optionally scaled) or AIG mixture; see module docstring."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode '{mode}'; valid modes: {', '.join(MODES)}")
+    weighting = tuned_weighting(mode, schedule, model.scheduler.config.num_train_timesteps)
     prompts = list(prompts)
     x = initial_noise(model, len(prompts), generator) if noise is None else noise.to(model.device)
     if x.shape[0] != len(prompts):
         raise ValueError(f"noise has batch {x.shape[0]} but {len(prompts)} prompts were given")
     cond, uncond = prepare_conditioning(model, prompts, guidance_scale, negative_prompt)
-    num_train = model.scheduler.config.num_train_timesteps
     timesteps = ddim_timesteps(model.scheduler, steps)
     nfe = 0
     with scaled_lora(model.unet, lora_scale):
         for i, t in enumerate(timesteps):
-            g = aig_weight(mode, schedule, t, num_train)
-            out, n = mixed_output(model, x, t, cond, uncond, guidance_scale, g)
+            out, n = mixed_output(model, x, t, cond, uncond, guidance_scale, weighting.plan([t]))
             nfe += n
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else None
             x = ddim_step(model, out, x, t, t_prev)
