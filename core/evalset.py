@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,7 +23,8 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from .errors import AIGInputError
-from .files import read_text
+from .files import atomic_write, read_text
+from .files import host_name as _host  # the host part of temp names, parsed by _writer_is_gone
 
 RECORD_GLOB = "run-*.safetensors"
 METADATA_KEY = "aig_eval"
@@ -113,30 +113,14 @@ class EvalRecord:
                    created=float(meta.get("created", 0.0)), name=path.name)
 
 
-def _temp_name(path: Path) -> Path:
-    """Hidden temp file beside path that names its writer: .<name>.<host>.<pid>.<random>.tmp"""
-    return path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _host() -> str:
-    """This machine's name as it appears in temp file names."""
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write data to a hidden temp file beside path, fsync, os.replace onto path, fsync the folder."""
-    path = Path(path)
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
+    """Write data by core.files.atomic_write (hidden .<name>.<host>.<pid>.<random>.tmp beside path), fsynced."""
+    atomic_write(path, lambda tmp: _write_bytes(tmp, data), fsync=True)
+
+
+def _write_bytes(tmp: Path, data: bytes) -> None:
+    with open(tmp, "wb") as handle:  # module-level open: the crash tests replace it to kill a write half-way
+        handle.write(data)
 
 
 def _writer_is_gone(tmp: Path) -> bool:
@@ -168,19 +152,6 @@ def remove_interrupted_writes(folder: Path) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass

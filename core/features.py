@@ -1,4 +1,7 @@
-"""Inception-v3 pool features for FID from a locally present FID Inception weights file (never downloaded).
+"""Image features for diversity metrics: downsampled pixels, and FID Inception-v3 pool features.
+
+``pixel_features`` is the model-free feature space (docs/design.md section 5). Inception features come from
+a locally present FID Inception weights file (never downloaded).
 
 The standard FID network is the TF-ported Inception-v3 whose PyTorch state dict ships as
 ``pt_inception-2015-12-05-*.pth`` (pytorch-fid). It is torchvision's ``Inception3`` layout with 1008
@@ -34,6 +37,11 @@ NUM_CLASSES = 1008  # the TF graph's label space
 
 class FeatureModelError(AIGInputError):
     """A feature-model file that cannot be used (the message names the problem and the fix)."""
+
+
+def pixel_features(images: torch.Tensor, size: int = 16) -> torch.Tensor:
+    """Area-downsampled RGB pixels: [B, 3, H, W] -> [B, 3 * size * size] (mean over each output cell)."""
+    return F.interpolate(images.float(), size=(size, size), mode="area").flatten(1)
 
 
 class _FidInceptionA(InceptionA):

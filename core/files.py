@@ -1,11 +1,18 @@
 """Reading local files safely: every failure is a FileLoadError that names the file and what was expected.
 
 Weights: safetensors first; ``.pt``/``.pth``/``.bin``/``.ckpt`` only through ``torch.load(weights_only=True)``.
+Writing: ``atomic_write(path, write)`` is the one atomic file write (hidden temp file beside the target, then
+``os.replace``), used by every writer of the pack (LoRA exports, PNGs, evaluation records, demo outputs).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -119,3 +126,66 @@ def read_text(path: Path | str, what: str = "UTF-8 text") -> str:
     except UnicodeDecodeError as error:
         raise FileLoadError(f"{path.name} is not UTF-8 text (byte {error.start} is 0x{data[error.start]:02x}): "
                             f"expected {what}. Save it as UTF-8 in your editor.") from None
+
+
+def host_name() -> str:
+    """This machine's name as it appears in temp file names (letters, digits and '-')."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def temp_path(path: Path | str) -> Path:
+    """Hidden temp file beside path that names its writer: .<name>.<host>.<pid>.<random>.tmp"""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{host_name()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def atomic_write(path: Path | str, write: Callable[[Path], object], fsync: bool = False,
+                 mode: int | None = None) -> Path:
+    """write(tmp) on temp_path(path), then os.replace onto path; the temp file is removed if either fails.
+
+    fsync: flush the file before the rename and the folder after it (the write survives a power loss).
+    mode: permission bits set before the rename (e.g. 0o644 for files everyone must read, whatever the umask).
+    Readers see the old file or the complete new one, never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        if fsync:
+            _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if fsync:
+        _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: Path | str, text: str, mode: int | None = None) -> Path:
+    """atomic_write of UTF-8 text."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), mode=mode)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

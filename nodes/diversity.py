@@ -7,16 +7,16 @@ from dataclasses import dataclass
 
 import folder_paths
 import torch
-import torch.nn.functional as F
 from comfy_api.latest import io, ui
 
 from ..core.diversity import DiversityInputError, diversity_metrics
-from ..core.features import load_fid_inception
+from ..core.features import load_fid_inception, pixel_features
 from .folders import model_file
+from .reward_loader import REWARD_MODEL, loaded_model
+from .rewards import to_nchw
 
 FeaturesType = io.Custom("AIG_FEATURES")  # FeatureBatch
 InceptionType = io.Custom("AIG_INCEPTION")  # core.features.InceptionFeatures
-RewardModelType = io.Custom("AIG_REWARD_MODEL")  # core.rewards.RewardModel (the rewards loader's output)
 INCEPTION_FOLDER = "inception"
 SOURCES = ("connected model", "pixels")
 
@@ -36,29 +36,12 @@ def ensure_inception_folder() -> None:
         folder_paths.folder_names_and_paths[INCEPTION_FOLDER] = ([path], {".pth", ".pt", ".safetensors"})
 
 
-def reward_module(handle):
-    """The RewardModel behind the rewards loader's output (a handle with .model), placed by ComfyUI first."""
-    if hasattr(handle, "ensure_loaded"):
-        handle.ensure_loaded()
-    return getattr(handle, "model", handle)
-
-
-def to_nchw(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE [B, H, W, C] 0..1 -> [B, 3, H, W] float32 (alpha dropped)."""
-    return image[..., :3].permute(0, 3, 1, 2).float().contiguous()
-
-
-def pixel_features(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-downsampled RGB pixels [B, 3 * size * size]: a model-free feature space (DESIGN.md sec. 5)."""
-    return F.interpolate(to_nchw(image), size=(size, size), mode="area").flatten(1)
-
-
 def extract_features(image, source, pixel_size, reward_model=None, clip_vision=None, inception=None) -> FeatureBatch:
     """Features of IMAGE [B, H, W, C] from exactly one connected model, or from pixels."""
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {list(SOURCES)}.")
     if source == "pixels":
-        return FeatureBatch(pixel_features(image, pixel_size).cpu(), f"pixels:{pixel_size}")
+        return FeatureBatch(pixel_features(to_nchw(image), pixel_size).cpu(), f"pixels:{pixel_size}")
     connected = {name: m for name, m in
                  (("reward_model", reward_model), ("clip_vision", clip_vision), ("inception", inception))
                  if m is not None}
@@ -70,7 +53,7 @@ def extract_features(image, source, pixel_size, reward_model=None, clip_vision=N
     (name, model), = connected.items()
     with torch.no_grad():
         if name == "reward_model":
-            reward = reward_module(model)
+            reward = loaded_model(model)
             values = reward.image_features(to_nchw(image))
             label = f"reward:{getattr(reward, 'kind', type(reward).__name__)}"
         elif name == "clip_vision":
@@ -99,9 +82,9 @@ class AIGImageFeatures(io.ComfyNode):
                                "'pixels' uses downsampled RGB pixels and needs no model."),
                 io.Int.Input("pixel_size", default=16, min=2, max=128,
                              tooltip="pixels only: side of the downsampled image (16 -> 768 features)."),
-                RewardModelType.Input("reward_model", optional=True,
-                                      tooltip="Reward model whose image embedding is the feature (neutral: "
-                                      "unconnected)."),
+                REWARD_MODEL.Input("reward_model", optional=True,
+                                   tooltip="Reward model whose image embedding is the feature (neutral: "
+                                   "unconnected)."),
                 io.ClipVision.Input("clip_vision", optional=True,
                                     tooltip="CLIP vision model (Load CLIP Vision): image_embeds are the features "
                                     "(neutral: unconnected)."),

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import folder_paths
-import torch
 from comfy_api.latest import io, ui
 
 from ..core.diversity import METRIC_KEYS
@@ -21,8 +20,10 @@ from ..core.evalset import (
     prompt_at,
     read_prompt_list,
 )
-from .diversity import FeaturesType, RewardModelType, reward_module, to_nchw
+from .diversity import FeaturesType
 from .folders import input_folder, list_files, output_folder
+from .reward_loader import REWARD_MODEL
+from .rewards import score_images
 
 EVAL_SUBFOLDER = "aig_eval"  # under ComfyUI's output folder
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -111,9 +112,7 @@ def reward_scores(reward_model, images, prompt: str):
     if reward_model is None or images is None:
         raise EvalSetError("to store rewards connect both reward_model and images to AIG Eval Collect "
                            "(or neither to store features only).")
-    with torch.no_grad():
-        scores = reward_module(reward_model).score(to_nchw(images), [prompt] * images.shape[0])
-    return scores.float().cpu().numpy()  # [B]
+    return score_images(reward_model, images, [prompt] * images.shape[0]).numpy()  # [B]
 
 
 class AIGEvalCollect(io.ComfyNode):
@@ -139,8 +138,8 @@ class AIGEvalCollect(io.ComfyNode):
                              tooltip="Seed of this run (connect the sampler's seed); pairs runs with the reference."),
                 io.Image.Input("images", optional=True,
                                tooltip="The same images, to score with reward_model (neutral: unconnected)."),
-                RewardModelType.Input("reward_model", optional=True,
-                                      tooltip="Reward model for the report's reward axis (neutral: unconnected)."),
+                REWARD_MODEL.Input("reward_model", optional=True,
+                                   tooltip="Reward model for the report's reward axis (neutral: unconnected)."),
             ],
             outputs=[io.String.Output(display_name="set_name"), io.Int.Output(display_name="runs")],
             is_output_node=True,

@@ -22,6 +22,7 @@ from comfy_api.latest import io
 
 from ..core.errors import AIGInputError, UnsafeNameError
 from ..core.files import WEIGHT_SUFFIXES, torch_dtype
+from ..core.rewards.base import RewardModel
 from ..core.rewards.loading import KINDS, OPEN_CLIP_DIR_FILES, load_reward_model
 from .folders import list_files, model_folder
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 FOLDER = "reward_models"
 DIR_MARKERS = ("config.json", *OPEN_CLIP_DIR_FILES)
-REWARD_MODEL = io.Custom("AIG_REWARD_MODEL")
+REWARD_MODEL = io.Custom("AIG_REWARD_MODEL")  # a RewardHandle; loaded_model(handle) gives the RewardModel
 DEVICES = ("default", "cpu")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
@@ -99,6 +100,12 @@ class RewardHandle:
     def ensure_loaded(self) -> None:
         """Ask model management to put the whole model on its load device (frees others if needed)."""
         comfy.model_management.load_models_gpu([self.patcher], force_full_load=True)
+
+
+def loaded_model(handle: RewardHandle) -> RewardModel:
+    """The RewardModel behind the loader's output (an AIG_REWARD_MODEL), on its load device."""
+    handle.ensure_loaded()
+    return handle.model
 
 
 _CACHE: dict[tuple, RewardHandle] = {}

@@ -1,4 +1,6 @@
-"""AIGScoreImages and AIGRankImages: score an IMAGE batch with a reward model, sort it, split off the top k."""
+"""AIGScoreImages and AIGRankImages: score an IMAGE batch with a reward model, sort it, split off the top k.
+
+``score_images`` is the one way the nodes score images (Eval Collect uses it too)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import comfy.utils
 import torch
 from comfy_api.latest import io, ui
 
-from .reward_loader import REWARD_LOADER_NODES, REWARD_MODEL, RewardHandle
+from .reward_loader import REWARD_LOADER_NODES, REWARD_MODEL, RewardHandle, loaded_model
 
 DEFAULT_CHUNK = 16
 
@@ -25,25 +27,26 @@ def prompts_for_batch(text: str, per_line: bool, batch: int) -> list[str]:
     return lines
 
 
-def score_images(handle: RewardHandle, images: torch.Tensor, prompts: list[str], chunk_size: int) -> torch.Tensor:
-    """Scores [B] (float32, CPU) of a ComfyUI IMAGE [B, H, W, C], with a progress bar per chunk."""
+def to_nchw(image: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE [B, H, W, C] 0..1 -> [B, 3, H, W] float32 (alpha dropped)."""
+    return image[..., :3].permute(0, 3, 1, 2).float().contiguous()
+
+
+def score_images(handle: RewardHandle, images: torch.Tensor, prompts: list[str],
+                 chunk_size: int | None = None) -> torch.Tensor:
+    """Scores [B] (float32, CPU) of IMAGE [B, H, W, C]: chunked (None: the model's default), with a progress
+    bar and an interrupt check per chunk; the shared, cached model keeps no per-call setting."""
     if images.dim() != 4 or images.shape[-1] not in (3, 4):
         raise ValueError(f"expected a ComfyUI IMAGE [B, H, W, 3], got shape {tuple(images.shape)}.")
-    handle.ensure_loaded()
-    model = handle.model
+    model = loaded_model(handle)
     pbar = comfy.utils.ProgressBar(images.shape[0])
 
     def progress(done: int, total: int) -> None:
         comfy.model_management.throw_exception_if_processing_interrupted()
         pbar.update_absolute(done, total)
 
-    model.chunk_size, model.progress = chunk_size, progress
-    try:
-        with torch.no_grad():
-            pixels = images[..., :3].permute(0, 3, 1, 2)  # [B, 3, H, W]; alpha is dropped
-            return model.score(pixels, prompts).cpu()
-    finally:
-        model.progress = None
+    with torch.no_grad():
+        return model.score(to_nchw(images), prompts, chunk_size=chunk_size, progress=progress).float().cpu()
 
 
 def summarize(kind: str, scores: list[float], order: list[int] | None = None) -> str:

@@ -114,3 +114,22 @@ def test_plain_text_strips_escape_codes_and_keeps_one_line():
     raw = "\x1b[1mWeights only load failed\x1b[0m.\nTraceback (most recent call last):\n  File x"
     assert plain_text(raw) == "Weights only load failed."
     assert plain_text("a" * 500, limit=20) == "a" * 17 + "..."
+
+
+def test_atomic_write_replaces_the_file_and_cleans_up_a_failed_write(tmp_path):
+    import re
+
+    target = tmp_path / "sub" / "out.bin"
+    files.atomic_write(target, lambda tmp: tmp.write_bytes(b"one"))
+    files.atomic_write(target, lambda tmp: tmp.write_bytes(b"two"), fsync=True, mode=0o644)
+    assert target.read_bytes() == b"two" and (target.stat().st_mode & 0o777) == 0o644
+
+    def fail(tmp):
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("simulated failure mid-write")
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        files.atomic_write(target, fail)
+    assert target.read_bytes() == b"two" and os.listdir(target.parent) == ["out.bin"]
+    name = files.temp_path(target).name
+    assert re.fullmatch(rf"\.out\.bin\.{files.host_name()}\.{os.getpid()}\.[0-9a-f]{{8}}\.tmp", name)

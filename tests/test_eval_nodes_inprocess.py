@@ -37,7 +37,7 @@ class MeanColourReward(torch.nn.Module):
         assert images.shape[1] == 3
         return images.mean(dim=(2, 3))
 
-    def score(self, images, prompts):
+    def score(self, images, prompts, chunk_size=None, progress=None):
         assert len(prompts) == images.shape[0]
         return images.mean(dim=(1, 2, 3))
 

@@ -171,11 +171,7 @@ def test_chunked_equals_unchunked_and_reports_progress(hps):
     images = torch.rand(5, 3, 64, 80)
     prompts = [PROMPTS[i % 3] for i in range(5)]
     calls = []
-    hps.chunk_size, hps.progress = 2, lambda done, total: calls.append((done, total))
-    try:
-        chunked = hps.score(images, prompts)
-    finally:
-        hps.chunk_size, hps.progress = 32, None
+    chunked = hps.score(images, prompts, chunk_size=2, progress=lambda done, total: calls.append((done, total)))
     torch.testing.assert_close(chunked, hps.score(images, prompts), atol=1e-5, rtol=1e-5)
     assert calls == [(2, 5), (4, 5), (5, 5)]
 

@@ -195,6 +195,6 @@ def test_loader_cache_listing_and_progress_inprocess(comfy_inprocess, tmp_path, 
                         calls.append((value, total)))
     images = torch.rand(5, 40, 40, 3)
     scores = score_images(other, images, ["p"] * 5, chunk_size=2)
-    assert calls == [(2, 5), (4, 5), (5, 5)] and other.model.progress is None
+    assert calls == [(2, 5), (4, 5), (5, 5)] and other.model.chunk_size == 32 and "progress" not in vars(other.model)
     expected = load_reward_model(tmp_path / "HPS_v2_tiny.pt", kind="clipscore").score(images.permute(0, 3, 1, 2), ["p"] * 5)
     torch.testing.assert_close(scores, expected)

@@ -16,7 +16,8 @@ from comfy_aig.training.config import (
     load_config,
     parse_override,
 )
-from comfy_aig.training.trainer import hash_seed, lr_lambda, read_prompts
+from comfy_aig.training.inputs import read_prompts
+from comfy_aig.training.trainer import hash_seed, lr_lambda
 
 
 def test_presets_load_and_round_trip():

@@ -7,7 +7,8 @@ import torch
 
 from aig_testkit.diffusers_fixtures import lora_parameters, redness, tiny_pixel_model
 from comfy_aig.training import draft as draft_module
-from comfy_aig.training.draft import DraftSettings, WeightedReward, draft_step
+from comfy_aig.training.draft import DraftSettings, draft_step
+from comfy_aig.training.rewards import WeightedReward
 
 PROMPTS = ["red circle", "a square"]
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .lora_params import lora_named_parameters
+
 log = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -61,7 +63,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def lora_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in unet.named_parameters() if "lora_" in n}
+    """The LoRA parameters by their exact peft names, detached on the CPU (lora.safetensors)."""
+    return {n: p.detach().cpu().contiguous() for n, p in lora_named_parameters(unet).items()}
 
 
 def save_checkpoint(output_dir: str | Path, step: int, unet, optimizer, scheduler, config: dict,
@@ -70,12 +73,8 @@ def save_checkpoint(output_dir: str | Path, step: int, unet, optimizer, schedule
     from safetensors.torch import save_file
 
     root = checkpoint_root(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step-{step:08d}"
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    tmp.mkdir()
+    tmp = _fresh_temp_dir(root, final.name)
     save_file(lora_state(unet), str(tmp / "lora.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
@@ -92,24 +91,22 @@ def save_checkpoint(output_dir: str | Path, step: int, unet, optimizer, schedule
     return final
 
 
+def _fresh_temp_dir(root: Path, name: str) -> Path:
+    """A new hidden folder root/.tmp-<name>-<pid>; temp folders of earlier, interrupted saves are removed."""
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".tmp-{name}-{os.getpid()}"
+    tmp.mkdir()
+    return tmp
+
+
 def load_checkpoint(path: str | Path, unet, optimizer, scheduler, restore_rng: bool = True) -> int:
     """Restore LoRA weights, optimizer, LR scheduler and RNG from a checkpoint folder; returns its step."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not (path / "state.json").is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no state.json)")
-    weights = load_file(str(path / "lora.safetensors"))
-    params = dict(unet.named_parameters())
-    missing = sorted(set(params_with_lora(params)) - set(weights))
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks LoRA weights {missing[:3]}...; was it trained with the same "
-                         "lora.rank/targets?")
-    with torch.no_grad():
-        for name, value in weights.items():
-            if name not in params:
-                raise ValueError(f"checkpoint {path} has LoRA weight {name} that this UNet lacks; check lora.targets")
-            params[name].copy_(value)
+    _load_lora(path, unet)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     if restore_rng:
@@ -117,5 +114,18 @@ def load_checkpoint(path: str | Path, unet, optimizer, scheduler, restore_rng: b
     return int(json.loads((path / "state.json").read_text())["step"])
 
 
-def params_with_lora(params: dict) -> list[str]:
-    return [n for n in params if "lora_" in n]
+def _load_lora(path: Path, unet) -> None:
+    """Copy lora.safetensors into the UNet's LoRA parameters; every one must be there, and only those."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / "lora.safetensors"))
+    missing = sorted(set(lora_named_parameters(unet)) - set(weights))
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks LoRA weights {missing[:3]}...; was it trained with the same "
+                         "lora.rank/targets?")
+    params = dict(unet.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            if name not in params:
+                raise ValueError(f"checkpoint {path} has LoRA weight {name} that this UNet lacks; check lora.targets")
+            params[name].copy_(value)

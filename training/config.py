@@ -76,7 +76,7 @@ class LoraSection:
 
 
 @dataclass
-class DraftSection:
+class DraftSection:  # also draft.DraftSettings: the settings of one draft_step
     """DRaFT algorithm (Clark et al. 2023) and KL regulariser (Jena et al. 2024)."""
 
     steps: int = _f(50, "DDIM sampling steps T")
@@ -91,7 +91,8 @@ class DraftSection:
 
     def __post_init__(self):
         _check(self.steps >= 1, f"draft.steps = {self.steps}; use >= 1")
-        _check(1 <= self.k <= self.steps, f"draft.k = {self.k}; use 1..draft.steps ({self.steps})")
+        _check(1 <= self.k <= self.steps,
+               f"draft.k = {self.k}; use 1..draft.steps ({self.steps}): k must be in 1..steps")
         _check(self.lv >= 0, f"draft.lv = {self.lv}; use >= 0 (0 disables DRaFT-LV)")
         _check(self.kl_weight >= 0, f"draft.kl_weight = {self.kl_weight}; use >= 0")
         _check(self.guidance_scale >= 1.0, f"draft.guidance_scale = {self.guidance_scale}; use >= 1")

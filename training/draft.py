@@ -9,7 +9,8 @@ Both eps predictions use CFG; for v-prediction models the outputs are converted 
 Public API:
 
 ``DraftSettings(steps=50, guidance_scale=7.5, k=1, random_k=False, lv=0, kl_weight=0.0,
-track_kl=True, checkpoint=True, negative_prompt="")``
+track_kl=True, checkpoint=True, negative_prompt="")``: the ``[draft]`` section of the training config
+(``config.DraftSection``, which validates it), so ``draft_step(..., config.draft)`` needs no copy.
     * DRaFT-K: no-grad DDIM for steps - K steps, gradients through the last K (``k``); with
       ``random_k`` K is drawn uniformly from 1..k each call (AlignProp style).
     * DRaFT-LV: ``lv = n > 0`` samples x0 without gradient, re-noises it n times to the last timestep and
@@ -21,21 +22,23 @@ track_kl=True, checkpoint=True, negative_prompt="")``
 
 ``draft_step(model, prompts, reward, settings, noise=None, generator=None) -> DraftOutput``
     ``reward``: a ``comfy_aig.core.rewards.base.RewardModel`` (``score(images, prompts) -> [B]``), any
-    callable ``(images [B, 3, H, W] 0..1, prompts) -> [B]``, or a ``WeightedReward``.
+    callable ``(images [B, 3, H, W] 0..1, prompts) -> [B]``, or a ``rewards.WeightedReward``.
     ``DraftOutput.loss`` (scalar, call ``.backward()``), ``.metrics`` (floats: loss, reward_mean, reward_std,
     kl, grad_steps, nfe_per_image) and ``.images`` (detached [B, 3, H, W]).
 
-``WeightedReward([(weight, reward), ...])``: sum_i w_i r_i(images, prompts).
+``rewards.WeightedReward([(weight, reward), ...])``: sum_i w_i r_i(images, prompts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from .config import DraftSection
+from .rewards import score_fn as _score_fn
 from .sampling import (
     Conditioning,
     DiffusionModel,
@@ -49,30 +52,7 @@ from .sampling import (
     to_epsilon,
 )
 
-
-@dataclass
-class DraftSettings:
-    """Algorithm settings of one DRaFT step (see module docstring)."""
-
-    steps: int = 50
-    guidance_scale: float = 7.5
-    k: int = 1
-    random_k: bool = False
-    lv: int = 0
-    kl_weight: float = 0.0
-    track_kl: bool = True
-    checkpoint: bool = True
-    negative_prompt: str = ""
-
-    def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 1 <= self.k <= self.steps:
-            raise ValueError(f"k must be in 1..steps ({self.steps}), got {self.k}")
-        if self.lv < 0:
-            raise ValueError(f"lv (DRaFT-LV re-noisings) must be >= 0, got {self.lv}; 0 disables LV")
-        if self.kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
+DraftSettings = DraftSection  # the algorithm settings are the [draft] config section (validated there)
 
 
 @dataclass
@@ -82,28 +62,6 @@ class DraftOutput:
     loss: torch.Tensor
     metrics: dict
     images: torch.Tensor
-
-
-def _score_fn(reward) -> Callable:
-    if hasattr(reward, "score"):
-        return reward.score
-    if callable(reward):
-        return reward
-    raise TypeError(f"reward must have .score(images, prompts) or be callable, got {type(reward).__name__}")
-
-
-class WeightedReward:
-    """Weighted sum of rewards: r(x, c) = sum_i w_i r_i(x, c)."""
-
-    def __init__(self, parts: Sequence[tuple[float, object]]):
-        if not parts:
-            raise ValueError("WeightedReward needs at least one (weight, reward) pair")
-        self.parts = [(float(w), _score_fn(r)) for w, r in parts]
-
-    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        return sum(w * fn(images, prompts).float() for w, fn in self.parts)
-
-    __call__ = score
 
 
 def _tuned_output(model: DiffusionModel, x, t, cond, uncond, scale, use_checkpoint: bool) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""peft LoRA <-> kohya safetensors, the format ComfyUI loads for SD1.x / SDXL UNets (DESIGN.md Sec. 3).
+"""peft LoRA <-> kohya safetensors, the format ComfyUI loads for SD1.x / SDXL UNets (docs/design.md section 4).
 
 Keys per adapted module (diffusers module path with "." -> "_"):
     lora_unet_<path>.lora_down.weight  [r, in(, kh, kw)]   = peft lora_A
@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ..core.files import atomic_write
+from .lora_params import is_lora_name
 
 PREFIX = "lora_unet_"
 _PEFT_WRAPPER_PREFIX = "base_model.model."
@@ -81,19 +84,6 @@ def peft_deltas(unet: torch.nn.Module, adapter: str = "default") -> dict[str, to
     return {name: m.delta() for name, m in peft_lora_modules(unet, adapter).items()}
 
 
-def _atomic_save(state: dict, path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(state, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def kohya_metadata(modules: dict[str, LoraModule], base_model: str, config: dict | None, title: str) -> dict:
     """ss_* and modelspec.* metadata (strings) for a kohya LoRA file."""
     ranks = sorted({m.rank for m in modules.values()})
@@ -120,6 +110,8 @@ def export_kohya(unet: torch.nn.Module, path: str | os.PathLike, base_model: str
                  title: str = "comfy-aig DRaFT LoRA", adapter: str = "default",
                  dtype: torch.dtype = torch.float32) -> Path:
     """Write the adapter as a kohya LoRA (safetensors, temp file + rename); returns the path."""
+    from safetensors.torch import save_file
+
     modules = peft_lora_modules(unet, adapter)
     state = {}
     for name, m in modules.items():
@@ -127,9 +119,8 @@ def export_kohya(unet: torch.nn.Module, path: str | os.PathLike, base_model: str
         state[f"{key}.lora_down.weight"] = m.down.to(dtype).contiguous().cpu()
         state[f"{key}.lora_up.weight"] = m.up.to(dtype).contiguous().cpu()
         state[f"{key}.alpha"] = torch.tensor(m.alpha, dtype=torch.float32)
-    path = Path(path)
-    _atomic_save(state, path, kohya_metadata(modules, base_model, config, title))
-    return path
+    metadata = kohya_metadata(modules, base_model, config, title)
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
 def read_kohya(path: str | os.PathLike) -> tuple[dict[str, LoraModule], dict[str, str]]:
@@ -158,13 +149,22 @@ def kohya_deltas(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {name: m.delta() for name, m in read_kohya(path)[0].items()}
 
 
-def module_paths_by_kohya_name(unet: torch.nn.Module) -> dict[str, str]:
-    """kohya name -> diffusers module path for every Linear/Conv2d of the UNet."""
+def kohya_targets(unet: torch.nn.Module) -> dict[str, tuple[str, torch.nn.Module]]:
+    """kohya name -> (diffusers module path, module) for every Linear/Conv2d a LoRA can adapt.
+
+    A peft-wrapped layer counts once, as its base layer under the unwrapped path; LoRA sub-modules are skipped.
+    """
     out = {}
     for name, module in unet.named_modules():
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and "lora_" not in name:
-            out[kohya_name(name.replace(".base_layer", ""))] = name.replace(".base_layer", "")
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and not is_lora_name(name):
+            path = name.replace(".base_layer", "")
+            out[kohya_name(path)] = (path, module)
     return out
+
+
+def module_paths_by_kohya_name(unet: torch.nn.Module) -> dict[str, str]:
+    """kohya name -> diffusers module path for every Linear/Conv2d of the UNet."""
+    return {key: path for key, (path, _) in kohya_targets(unet).items()}
 
 
 def load_kohya_into_unet(unet: torch.nn.Module, path: str | os.PathLike, adapter: str = "default") -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .lora_params import lora_parameters, make_trainable
 from .sampling import Conditioning, DiffusionModel
 
 log = logging.getLogger(__name__)
@@ -120,11 +121,7 @@ def add_lora(unet: torch.nn.Module, rank: int = 32, alpha: float = 32.0,
     if seed is not None:
         torch.manual_seed(seed)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=True))
-    params = [p for n, p in unet.named_parameters() if "lora_" in n]
-    for p in params:
-        p.data = p.data.float()
-        p.requires_grad_(True)
-    return params
+    return make_trainable(lora_parameters(unet))
 
 
 def _encode_sd15(pipe, prompts: list[str]) -> Conditioning:

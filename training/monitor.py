@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ..core.files import atomic_write
+from .config import DraftSection
 from .sampling import DiffusionModel, sample
 
 log = logging.getLogger(__name__)
@@ -55,29 +57,27 @@ class MetricsLogger:
             self.writer.close()
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int = 4) -> None:
-    """Save [B, 3, H, W] 0..1 images as one PNG grid (temp file + rename)."""
-    import os
-
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 4, upscale: int = 1, pad_value: float = 0.0) -> Path:
+    """Save [B, 3, H, W] 0..1 images as one PNG grid (2 px padding, optional nearest upscale), atomically."""
     from PIL import Image
     from torchvision.utils import make_grid
 
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2)
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    images = images.detach().float().cpu().clamp(0, 1)
+    if upscale > 1:
+        images = torch.nn.functional.interpolate(images, scale_factor=upscale, mode="nearest")
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=pad_value)  # [3, H', W']
+    array = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()  # as save_image
+    return atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 class SampleMonitor:
     """Fixed-seed sample grid of the tuned model with reward, SCD and Vendi against the base samples."""
 
-    def __init__(self, model: DiffusionModel, reward, prompts: list[str], seed: int, output_dir: str | Path,
-                 steps: int, guidance_scale: float, negative_prompt: str = ""):
+    def __init__(self, model: DiffusionModel, reward, prompts: list[str], output_dir: str | Path, seed: int,
+                 draft: DraftSection):
         self.model, self.reward, self.prompts = model, reward, list(prompts)
         self.dir = Path(output_dir) / "samples"
-        self.kw = dict(steps=steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt)
+        self.kw = dict(steps=draft.steps, guidance_scale=draft.guidance_scale, negative_prompt=draft.negative_prompt)
         generator = torch.Generator().manual_seed(seed)
         self.noise = torch.randn((len(self.prompts), *model.latent_shape), generator=generator)
         self._base = None

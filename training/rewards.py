@@ -1,17 +1,19 @@
 """Reward construction for training: local reward models, toy colour rewards, weighted sums.
 
-``build_reward(terms, device)`` turns ``[{source, weight, kind}]`` into one object with
-``score(images [B, 3, H, W] 0..1, prompts) -> [B]`` (a ``draft.WeightedReward`` when several terms) and
-``image_features(images) -> [B, D]`` when the first term has it (used for sample-grid diversity).
+``build_reward(terms, device)`` turns ``[{source, weight, kind}]`` into one ``WeightedReward`` with
+``score(images [B, 3, H, W] 0..1, prompts) -> [B]`` and ``features(images) -> [B, D]``: the first term's
+``image_features`` when it has one, else ``core.features.pixel_features`` (used for sample-grid diversity).
 ``source`` is a local path (``comfy_aig.core.rewards.load_reward_model``) or ``builtin:<name>`` with
 name in ``TOY_REWARDS`` (pixel rewards without weights, for tests, demos and smoke runs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 
-from .draft import WeightedReward
+from ..core.features import pixel_features
 
 
 def redness(images: torch.Tensor, prompts=None) -> torch.Tensor:
@@ -32,9 +34,32 @@ def brightness(images: torch.Tensor, prompts=None) -> torch.Tensor:
 TOY_REWARDS = {"redness": redness, "yellowness": yellowness, "brightness": brightness}
 
 
-def pixel_features(images: torch.Tensor, size: int = 16) -> torch.Tensor:
-    """Downsampled pixels as features [B, 3 * size * size] (diversity fallback without a feature model)."""
-    return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="area").flatten(1)
+def score_fn(reward) -> Callable:
+    """reward.score for a RewardModel-like object, the reward itself for a callable (images, prompts) -> [B]."""
+    if hasattr(reward, "score"):
+        return reward.score
+    if callable(reward):
+        return reward
+    raise TypeError(f"reward must have .score(images, prompts) or be callable, got {type(reward).__name__}")
+
+
+class WeightedReward:
+    """r(x, c) = sum_i w_i r_i(x, c); features from the first term's image_features, else pixel_features."""
+
+    def __init__(self, terms: Sequence[tuple[float, object]]):
+        if not terms:
+            raise ValueError("WeightedReward needs at least one (weight, reward) pair")
+        self.terms = [(float(w), r) for w, r in terms]
+        self.parts = [(w, score_fn(r)) for w, r in self.terms]
+        self.features = getattr(self.terms[0][1], "image_features", None) or pixel_features
+
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Scores [B]; a single term of weight 1 is returned as that reward gives it."""
+        if len(self.parts) == 1 and self.parts[0][0] == 1.0:
+            return self.parts[0][1](images, prompts)
+        return sum(w * fn(images, prompts).float() for w, fn in self.parts)
+
+    __call__ = score
 
 
 def _load_term(source: str, kind: str | None, device):
@@ -50,27 +75,9 @@ def _load_term(source: str, kind: str | None, device):
     return model.eval()
 
 
-class Reward:
-    """Weighted sum of reward terms with an optional feature extractor for diversity monitoring."""
-
-    def __init__(self, terms: list[tuple[float, object]]):
-        self.terms = terms
-        self._combined = WeightedReward(terms) if len(terms) > 1 or terms[0][0] != 1.0 else None
-        first = terms[0][1]
-        self.features = getattr(first, "image_features", None) or pixel_features
-
-    def score(self, images: torch.Tensor, prompts) -> torch.Tensor:
-        if self._combined is not None:
-            return self._combined.score(images, prompts)
-        fn = self.terms[0][1]
-        return (fn.score if hasattr(fn, "score") else fn)(images, prompts)
-
-    __call__ = score
-
-
-def build_reward(terms: list[dict], device=None) -> Reward:
+def build_reward(terms: list[dict], device=None) -> WeightedReward:
     """Reward from config terms [{source, weight=1, kind='auto'}]."""
     if not terms:
         raise ValueError("no reward configured: set reward.terms, e.g. --set 'reward.terms=[{source=\"/models/"
                          "PickScore_v1\"}]' or [{source=\"builtin:yellowness\"}] for a toy run")
-    return Reward([(float(t.get("weight", 1.0)), _load_term(t["source"], t.get("kind"), device)) for t in terms])
+    return WeightedReward([(float(t.get("weight", 1.0)), _load_term(t["source"], t.get("kind"), device)) for t in terms])

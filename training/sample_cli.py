@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _prompts(args) -> list[str]:
     prompts = list(args.prompt)
     if args.prompts_file:
-        from .trainer import read_prompts
+        from .inputs import read_prompts
 
         prompts += read_prompts(args.prompts_file)
     if not prompts:
@@ -55,26 +55,24 @@ def _prompts(args) -> list[str]:
 
 def save_png(image, path: Path, prompt: str, seed: int, settings: dict) -> None:
     """[3, H, W] 0..1 -> PNG with prompt/seed/settings text chunks (temp file + rename)."""
-    import os
-
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
+
+    from ..core.files import atomic_write
 
     array = (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     info = PngInfo()
     info.add_text("prompt", prompt)
     info.add_text("seed", str(seed))
     info.add_text("comfy-aig", json.dumps(settings, sort_keys=True))
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", pnginfo=info))
 
 
 def load_for_sampling(args):
     """DiffusionModel with the LoRA (if any) attached as peft adapter 'default'."""
+    from .inputs import resolve_device
     from .lora_export import load_kohya_into_unet
     from .models import build_diffusion_model, load_pipeline
-    from .trainer import resolve_device
 
     device = resolve_device(args.device)
     pipe = load_pipeline(args.model, kind=args.kind, config_dir=args.config_dir)

@@ -33,7 +33,7 @@ def base_unet_modules(base: str | Path, kind: str = "auto", config_dir: str | Pa
     import torch
     from diffusers import UNet2DConditionModel
 
-    from .lora_export import kohya_name
+    from .lora_export import kohya_targets
     from .models import detect_kind, shipped_config_dir
 
     base = Path(base)
@@ -48,13 +48,14 @@ def base_unet_modules(base: str | Path, kind: str = "auto", config_dir: str | Pa
     config = {k: v for k, v in json.loads(config_path.read_text()).items() if not k.startswith("_")}
     with torch.device("meta"):
         unet = UNet2DConditionModel(**config)
-    out = {}
-    for name, module in unet.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            out[kohya_name(name)] = (name, module.in_features, module.out_features)
-        elif isinstance(module, torch.nn.Conv2d):
-            out[kohya_name(name)] = (name, module.in_channels, module.out_channels)
-    return out
+    return {key: (path, *_fans(module)) for key, (path, module) in kohya_targets(unet).items()}
+
+
+def _fans(module) -> tuple[int, int]:
+    """(in, out) features of a Linear, channels of a Conv2d."""
+    if hasattr(module, "in_features"):
+        return module.in_features, module.out_features
+    return module.in_channels, module.out_channels
 
 
 def verify(lora: str | Path, base: str | Path, kind: str = "auto", config_dir=None, strength: float = 1.0) -> dict:

@@ -15,6 +15,7 @@ import torch.utils.checkpoint
 from ..errors import AIGInputError
 
 DEFAULT_CHUNK_SIZE = 32  # images per forward pass; bounds activation memory for large batches
+Progress = Callable[[int, int], None]  # progress(done, total), called after each chunk (e.g. a UI bar)
 
 
 class RewardInputError(AIGInputError):
@@ -92,7 +93,7 @@ def run_chunked(
     fn: Callable[[slice], torch.Tensor],
     batch: int,
     chunk_size: int,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """Concatenate fn(slice) over chunks along dim 0; progress(done, total) per chunk.
 
@@ -119,6 +120,7 @@ class RewardModel(torch.nn.Module):
     (images already validated, on the model's device and compute dtype). ``score``/``image_features``
     validate, move, chunk and return float32 results, keeping gradients to the input pixels.
     A subclass may instead override ``score``/``image_features`` directly (call ``validate_images``).
+    Per-call settings (``chunk_size``, ``progress``) are arguments, never stored: a model may be shared.
     """
 
     kind: str = "base"
@@ -126,8 +128,7 @@ class RewardModel(torch.nn.Module):
 
     def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE):
         super().__init__()
-        self.chunk_size = int(chunk_size)
-        self.progress: Callable[[int, int], None] | None = None  # optional hook (done, total), e.g. a UI bar
+        self.chunk_size = int(chunk_size)  # default images per forward pass when a call gives none
         # recompute each chunk in backward instead of keeping its activations (DRaFT with large batches)
         self.gradient_checkpointing = False
 
@@ -141,8 +142,12 @@ class RewardModel(torch.nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement features_batch or override image_features")
 
     # -- public API -----------------------------------------------------------------------------
-    def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
-        """Reward per image, float32 [B]; differentiable w.r.t. images [B, 3, H, W] in 0..1."""
+    def score(self, images: torch.Tensor, prompts: Sequence[str] | None, chunk_size: int | None = None,
+              progress: Progress | None = None) -> torch.Tensor:
+        """Reward per image, float32 [B]; differentiable w.r.t. images [B, 3, H, W] in 0..1.
+
+        chunk_size: images per forward pass (None: the model's default); progress(done, total) per chunk.
+        """
         validate_images(images)
         prompts = validate_prompts(prompts, images.shape[0], self.needs_prompts)
         x = self._to_model(images)
@@ -155,13 +160,14 @@ class RewardModel(torch.nn.Module):
                 return torch.utils.checkpoint.checkpoint(fn, x[s], use_reentrant=False)
             return fn(x[s])
 
-        return run_chunked(one_chunk, x.shape[0], self.chunk_size, self.progress).float()
+        return run_chunked(one_chunk, x.shape[0], self._chunk(chunk_size), progress).float()
 
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+    def image_features(self, images: torch.Tensor, chunk_size: int | None = None,
+                       progress: Progress | None = None) -> torch.Tensor:
         """Image features, float32 [B, D] (the embedding the reward reads); differentiable w.r.t. images."""
         validate_images(images)
         x = self._to_model(images)
-        out = run_chunked(lambda s: self.features_batch(x[s]), x.shape[0], self.chunk_size, self.progress)
+        out = run_chunked(lambda s: self.features_batch(x[s]), x.shape[0], self._chunk(chunk_size), progress)
         return out.float()
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
@@ -182,6 +188,10 @@ class RewardModel(torch.nn.Module):
             if torch.is_floating_point(p):
                 return p.dtype
         return torch.float32
+
+    def _chunk(self, chunk_size: int | None) -> int:
+        """The call's chunk size, or the model's default when the call gives none."""
+        return self.chunk_size if chunk_size is None else int(chunk_size)
 
     def _to_model(self, images: torch.Tensor) -> torch.Tensor:
         """Images on the model's device; preprocessing runs in float32, the network casts to its dtype."""

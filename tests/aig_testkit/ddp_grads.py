@@ -13,29 +13,24 @@ from safetensors.torch import save_file
 
 from comfy_aig.training.config import config_from_dict
 from comfy_aig.training.distributed import broadcast_parameters, init_distributed, shutdown
+from comfy_aig.training.inputs import read_prompts
+from comfy_aig.training.lora_params import trainable_lora_parameters
 from comfy_aig.training.rewards import build_reward
-from comfy_aig.training.trainer import (
-    _lora_params,
-    accumulate_gradients,
-    draft_settings,
-    load_model,
-    read_prompts,
-)
+from comfy_aig.training.trainer import TrainState, accumulate_gradients, load_model
 
 
 def lora_grads(config, info, device) -> dict[str, torch.Tensor]:
     """Averaged LoRA grads of optimizer step 0 (same code path as the trainer)."""
     torch.manual_seed(config.train.seed)
     model, _ = load_model(config, device)
-    params = _lora_params(model.unet)
-    broadcast_parameters(params, info)
+    broadcast_parameters(trainable_lora_parameters(model.unet), info)
     with torch.no_grad():  # non-zero B so every LoRA matrix gets a gradient
         for name, p in model.unet.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.1)
     reward = build_reward(config.reward.terms, device)
-    accumulate_gradients(model, params, config, read_prompts(config.train.prompts_file), reward, 0, info, device,
-                         draft_settings(config))
+    state = TrainState(config, model, reward, read_prompts(config.train.prompts_file), info=info, device=device)
+    accumulate_gradients(state)
     return {n: p.grad.detach().clone() for n, p in model.unet.named_parameters() if "lora_" in n}
 
 

@@ -42,18 +42,27 @@ def run_demo(cfg, out: Path, base_model_path: Path | None = None, figures: bool 
     """The whole experiment for a DemoConfig; writes the outputs into `out` and returns the report dict."""
     import torch
 
-    from . import pipeline as pl
     from .model import DemoBaseModel
-    from .report import pareto_plot, save_grid, write_json, write_markdown
-    from .reward import YellownessReward, normalise_features
+    from .reward import YellownessReward
 
     start = time.time()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "grids").mkdir(exist_ok=True)
+    (out / "grids").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     base = DemoBaseModel.load(base_model_path)
-    n_params = sum(p.numel() for p in base.unet.parameters())
     reward = YellownessReward()
+    training, models = train_adapters(base, reward, cfg, out)
+    points, grid_rows = evaluate_points(models, reward, cfg, base.latent_shape)
+    if figures:
+        save_grids(out / "grids", grid_rows, cfg.grid_images)
+    report = build_report(cfg, base, base_model_path, training, points)
+    report["seconds_total"] = round(time.time() - start, 1)
+    write_outputs(out, report, figures)
+    return report
+
+
+def train_adapters(base, reward, cfg, out: Path) -> tuple[dict, dict]:
+    """DRaFT LoRA runs (lambda = 0 and each KL weight): (training summaries, DiffusionModel per adapter + base)."""
+    from . import pipeline as pl
 
     training, models = {}, {"base": pl.diffusion_model(base)}
     for lam in [0.0, *cfg.kl_weights]:
@@ -63,10 +72,17 @@ def run_demo(cfg, out: Path, base_model_path: Path | None = None, figures: bool 
         models[name] = pl.diffusion_model(base, result["lora_file"])  # reloaded from the exported kohya file
         training[name] = {"curve": result["curve"], "seconds": round(result["seconds"], 1),
                           "lora_file": str(result["lora_file"].relative_to(out)), "kl_weight": lam}
+    return training, models
 
-    prompts, noise = pl.eval_inputs(cfg, base.latent_shape)
+
+def evaluate_points(models: dict, reward, cfg, latent_shape) -> tuple[list[dict], dict]:
+    """Every sweep point on the shared prompts and noise: (report entries, image rows per method for the grids)."""
+    from . import pipeline as pl
+    from .reward import normalise_features
+
+    prompts, noise = pl.eval_inputs(cfg, latent_shape)
     points, grid_rows = [], {}
-    ref_raw = ref_features = None
+    ref_raw = ref_features = None  # the base point's features: the diversity reference of every point
     for point in pl.sweep_points(cfg):
         t0 = time.time()
         model = models["base" if point.mode == "base" else point.adapter]
@@ -81,13 +97,29 @@ def run_demo(cfg, out: Path, base_model_path: Path | None = None, figures: bool 
         grid_rows.setdefault(point.method, []).append(images[: cfg.grid_images])
         logger.info("%-34s reward %.3f  vendi %.2f  scd %.1f  recall %.3f  nfe %d", point.label,
                     entry["reward_mean"], entry["vendi"], entry["scd"], entry["recall"], nfe)
-    if figures:
-        for method, rows in grid_rows.items():
-            save_grid(out / "grids" / f"{method}.png", torch.cat(rows), nrow=cfg.grid_images)
+    return points, grid_rows
 
-    report = {
+
+def save_grids(folder: Path, grid_rows: dict, columns: int) -> None:
+    """grids/<method>.png: one row per point of the method, upscaled 2x on white padding."""
+    import torch
+
+    from ..monitor import save_grid
+
+    for method, rows in grid_rows.items():
+        save_grid(torch.cat(rows), folder / f"{method}.png", nrow=columns, upscale=2, pad_value=1.0)
+
+
+def build_report(cfg, base, base_model_path: Path | None, training: dict, points: list[dict]) -> dict:
+    """report.json's content (without seconds_total)."""
+    import torch
+
+    from . import pipeline as pl
+
+    return {
         "config": vars(cfg) if not hasattr(cfg, "__dataclass_fields__") else _config_dict(cfg),
-        "base_model": {"unet_parameters": n_params, "file": str(base_model_path or "shipped")},
+        "base_model": {"unet_parameters": sum(p.numel() for p in base.unet.parameters()),
+                       "file": str(base_model_path or "shipped")},
         "reward": "yellowness = mean(min(R, G) - B)",
         "eval_prompts": list(pl.EVAL_PROMPTS),
         "training": training,
@@ -96,12 +128,16 @@ def run_demo(cfg, out: Path, base_model_path: Path | None = None, figures: bool 
         "determinism": DETERMINISM_NOTE,
         "torch_threads": torch.get_num_threads(),
     }
-    report["seconds_total"] = round(time.time() - start, 1)
+
+
+def write_outputs(out: Path, report: dict, figures: bool) -> None:
+    """report.json, pareto.png (with figures) and report.md."""
+    from .report import pareto_plot, write_json, write_markdown
+
     write_json(out / "report.json", report)
     if figures:
-        pareto_plot(out / "pareto.png", points)
+        pareto_plot(out / "pareto.png", report["points"])
     write_markdown(out / "report.md", report, conclusion_text(report["comparison"]))
-    return report
 
 
 def _config_dict(cfg) -> dict:

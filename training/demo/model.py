@@ -13,13 +13,12 @@ the architecture is a JSON config beside it (DEFAULT_CONFIG), so the file loads 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ...core.files import atomic_write, atomic_write_text
 from .world import COLOUR_NAMES, IMAGE_SIZE, SHAPES
 
 WEIGHTS_NAME = "base_model.safetensors"
@@ -141,10 +140,11 @@ class DemoBaseModel(nn.Module):
         if half:
             state = {k: v.half() for k, v in state.items()}
         meta = {"config": json.dumps(self.config)} | {k: str(v) for k, v in (metadata or {}).items()}
-        _atomic_write(weights_path, lambda tmp: save_file(state, tmp, metadata=meta))
+        readable = 0o644  # package data must be readable by everyone
+        atomic_write(weights_path, lambda tmp: save_file(state, str(tmp), metadata=meta), mode=readable)
         config_path = weights_path.with_suffix(".json")
         text = json.dumps(self.config | {"training": metadata or {}}, indent=2)
-        _atomic_write(config_path, lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(config_path, text, mode=readable)
 
     @classmethod
     def load(cls, weights_path: str | Path | None = None) -> DemoBaseModel:
@@ -165,16 +165,3 @@ class DemoBaseModel(nn.Module):
         model.load_state_dict(state)
         return model.eval()
 
-
-def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temp file in path's folder, then os.replace it onto path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; package data must be readable by everyone
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

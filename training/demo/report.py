@@ -1,13 +1,11 @@
-"""The demo's outputs: report.json, report.md (table), pareto.png (reward vs diversity) and image grids."""
+"""The demo's outputs: report.json, report.md (table) and pareto.png (reward vs diversity)."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-import torch
+from ...core.files import atomic_write, atomic_write_text
 
 TABLE_COLUMNS = (
     ("label", "point", "{}"),
@@ -32,17 +30,14 @@ METHOD_STYLE = {
 }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
+def _write_text(path: Path, text: str) -> None:
+    """A report file, atomically and readable by everyone."""
+    atomic_write_text(path, text, mode=0o644)
 
 
 def write_json(path: Path, report: dict) -> None:
     """report.json, written atomically."""
-    _atomic_write_text(path, json.dumps(report, indent=2, sort_keys=False) + "\n")
+    _write_text(path, json.dumps(report, indent=2, sort_keys=False) + "\n")
 
 
 def markdown_table(points: list[dict]) -> str:
@@ -82,7 +77,7 @@ def write_markdown(path: Path, report: dict, conclusion: str) -> None:
         rows = [p["label"] for p in report["points"] if p["method"] == method]
         lines.append(f"- grids/{method}.png: " + "; ".join(rows))
     lines += ["", "## Conclusion", "", conclusion, "", f"Total time: {report['seconds_total']:.0f} s.", ""]
-    _atomic_write_text(path, "\n".join(lines))
+    _write_text(path, "\n".join(lines))
 
 
 def pareto_plot(path: Path, points: list[dict]) -> None:
@@ -117,10 +112,8 @@ def pareto_plot(path: Path, points: list[dict]) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle("Reward vs diversity on the same prompts and seeds")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _with_endpoints(method: str, group: list[dict], points: list[dict]) -> list[dict] | None:
@@ -134,12 +127,3 @@ def _with_endpoints(method: str, group: list[dict], points: list[dict]) -> list[
         return None
     return sorted([p for p in line if p is not None], key=lambda p: p["reward_mean"])
 
-
-def save_grid(path: Path, images: torch.Tensor, nrow: int = 12) -> None:
-    """A PNG grid of images [N, 3, H, W] in 0..1 (upscaled 2x), written atomically."""
-    from torchvision.utils import save_image
-
-    big = torch.nn.functional.interpolate(images, scale_factor=2, mode="nearest")
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    save_image(big, tmp, nrow=nrow, padding=2, pad_value=1.0)
-    os.replace(tmp, path)

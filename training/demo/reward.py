@@ -2,7 +2,7 @@
 
 r(x) = mean over pixels of (min(R, G) - B), in [-1, 1]: a yellow pixel scores about 0.75, grey 0,
 blue or cyan about -0.75. It prefers one of the world's six colour modes, and since it reads
-the whole image it can also be hacked by painting the background yellow (DESIGN.md section 5):
+the whole image it can also be hacked by painting the background yellow (docs/design.md section 5):
 the honest demonstration of reward hacking. Prompt-free, like the LAION aesthetic scorer.
 
 Features for diversity metrics are the pixels the reward reads, average-pooled to 8x8 (192-d):
@@ -13,9 +13,10 @@ on the base model's samples and divides by one global scale (never per dimension
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from ...core.features import pixel_features
 from ...core.rewards.base import RewardModel
+from ..rewards import yellowness
 
 FEATURE_GRID = 8
 
@@ -27,13 +28,12 @@ class YellownessReward(RewardModel):
     needs_prompts = False
 
     def score_batch(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        """Scores [b] of one chunk [b, 3, H, W]."""
-        r, g, b = images[:, 0], images[:, 1], images[:, 2]
-        return (torch.minimum(r, g) - b).mean(dim=(1, 2))
+        """Scores [b] of one chunk [b, 3, H, W]: training.rewards.yellowness."""
+        return yellowness(images)
 
     def features_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """Average-pooled pixels [b, 3 * 8 * 8] of one chunk."""
-        return F.adaptive_avg_pool2d(images, FEATURE_GRID).flatten(1)
+        """Average-pooled pixels [b, 3 * 8 * 8] of one chunk (area downsampling = adaptive average pool)."""
+        return pixel_features(images, FEATURE_GRID)
 
 
 def normalise_features(ref: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:

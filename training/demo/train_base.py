@@ -52,10 +52,45 @@ def v_loss(model, scheduler, images: torch.Tensor, prompts: list[str], generator
     return torch.nn.functional.mse_loss(pred, target)
 
 
+def ema_update(ema, model, step: int, max_decay: float) -> None:
+    """theta_ema <- d theta_ema + (1 - d) theta, with warm-up d = min(max_decay, (1 + step) / (10 + step))."""
+    decay = min(max_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), model.parameters()):
+            p_ema.lerp_(p, 1 - decay)
+
+
+def train_step(model, scheduler, optimizer, args, step: int, generator: torch.Generator) -> float:
+    """One AdamW step on a fresh toy batch with prompt dropout (lr from _lr_factor); returns the loss."""
+    from .world import training_batch
+
+    for group in optimizer.param_groups:
+        group["lr"] = args.lr * _lr_factor(step, args.steps)
+    images, prompts = training_batch(args.batch, generator)
+    drop = torch.rand(len(prompts), generator=generator) < args.uncond_prob
+    prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+    loss = v_loss(model, scheduler, images, prompts, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+def _metadata(args: argparse.Namespace, steps_done: int, running: float, seconds: float) -> dict:
+    """What the saved weights record about how they were made."""
+    return {
+        "command": "python -m comfy_aig.training.demo.train_base "
+        f"--steps {args.steps} --batch {args.batch} --lr {args.lr} --ema {args.ema} --seed {args.seed}",
+        "steps_done": steps_done,
+        "final_loss_ema": round(running, 5),
+        "seconds": round(seconds, 1),
+    }
+
+
 def train(args: argparse.Namespace) -> Path:
     """Run the training loop and save the EMA weights to args.out."""
     from .model import DEFAULT_CONFIG, DemoBaseModel, build_scheduler
-    from .world import training_batch
 
     torch.manual_seed(args.seed)
     model = DemoBaseModel(DEFAULT_CONFIG).train()
@@ -69,32 +104,13 @@ def train(args: argparse.Namespace) -> Path:
     logger.info("base model: %d UNet parameters, %d steps of batch %d", n_params, args.steps, args.batch)
     start, running = time.time(), None
     for step in range(args.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * _lr_factor(step, args.steps)
-        images, prompts = training_batch(args.batch, generator)
-        drop = torch.rand(len(prompts), generator=generator) < args.uncond_prob
-        prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
-        loss = v_loss(model, scheduler, images, prompts, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - decay)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        loss = train_step(model, scheduler, optimizer, args, step, generator)
+        ema_update(ema, model, step, args.ema)
+        running = loss if running is None else 0.98 * running + 0.02 * loss
         if (step + 1) % 50 == 0:
             logger.info("step %d/%d loss %.4f (%.1f s)", step + 1, args.steps, running, time.time() - start)
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
-            meta = {
-                "command": "python -m comfy_aig.training.demo.train_base "
-                f"--steps {args.steps} --batch {args.batch} --lr {args.lr} --ema {args.ema} --seed {args.seed}",
-                "steps_done": step + 1,
-                "final_loss_ema": round(running, 5),
-                "seconds": round(time.time() - start, 1),
-            }
-            ema.save(args.out, metadata=meta, half=args.half)
+            ema.save(args.out, metadata=_metadata(args, step + 1, running, time.time() - start), half=args.half)
             logger.info("saved %s at step %d", args.out, step + 1)
     return args.out
 
