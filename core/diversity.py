@@ -1,7 +1,7 @@
 """Diversity metrics on feature matrices [N, D]: SCD, FID, k-NN precision/recall, Vendi, pairwise cosine.
 
 All maths runs in float64 on numpy. Inputs are torch tensors or numpy arrays [N, D]. Features are used
-as given: no per-dimension standardisation (it inflates SCD by orders of magnitude, DESIGN.md section 5).
+as given: no per-dimension standardisation (it inflates SCD by orders of magnitude, docs/design.md section 5).
 Pairwise distances are computed in row chunks, so N = 10,000 needs O(chunk * N) memory, not O(N^2).
 """
 
