@@ -145,6 +145,15 @@ def _family(name: str) -> Family:
     return FAMILIES[name]
 
 
+def check_window(start: float, end: float) -> None:
+    """ScheduleError unless both ends lie in WINDOW's range and start < end."""
+    for label, value, bound in (("start", start, WINDOW[0]), ("end", end, WINDOW[1])):
+        if not (bound.low <= value <= bound.high):
+            raise ScheduleError(f"window {label} = {value} is out of range; valid range is [{bound.low:g}, {bound.high:g}]")
+    if start >= end:
+        raise ScheduleError(f"window start ({start}) must be below window end ({end}); use start=0, end=1 for no window")
+
+
 @dataclass(frozen=True)
 class Schedule:
     """gamma(s) for one family with its parameters and an optional window [start, end]."""
@@ -162,15 +171,7 @@ class Schedule:
             raise ScheduleError(f"schedule '{self.name}' has no parameter {unknown}; valid parameters: {valid}")
         full = {p.name: p.check(self.name, self.params.get(p.name, p.default)) for p in family.parameters}
         object.__setattr__(self, "params", full)
-        for label, value, bound in (("start", self.start, WINDOW[0]), ("end", self.end, WINDOW[1])):
-            if not (bound.low <= value <= bound.high):
-                raise ScheduleError(f"window {label} = {value} is out of range; "
-                                    f"valid range is [{bound.low:g}, {bound.high:g}]")
-        if self.start >= self.end:
-            raise ScheduleError(
-                f"window start ({self.start}) must be below window end ({self.end}); "
-                "use start=0, end=1 for no window"
-            )
+        check_window(self.start, self.end)
 
     def __call__(self, s: float) -> float:
         """gamma(s) in [0, 1] for progress s in [0, 1] (clamped)."""

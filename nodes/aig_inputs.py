@@ -4,25 +4,30 @@ The schedule inputs (family combo, every family's parameters, the window) come f
 core/schedules.py (FAMILIES, PARAMETERS, WINDOW); the branch-skip tolerance from core/aig.py;
 the LoRA route from nodes/tuned_model.py. Input names and defaults are public API: they are
 saved in every workflow (tests/data/node_schema.json holds them).
+
+Validation at /prompt, one message per problem on its input: ComfyUI itself checks every number
+against its widget's min/max and every combo against its list (ListedCombo). validate_inputs is
+left with what spans inputs (the window's order on the preview node; exactly one tuned model in
+nodes/guider.py), with as few arguments as possible, because ComfyUI repeats a validate_inputs
+failure once for each of that function's arguments.
 """
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..core.aig import check_tolerance
 from ..core.errors import AIGInputError
 from ..core.schedules import (
     DEFAULT_SCHEDULE,
     PARAMETERS,
     SCHEDULE_HELP,
     SCHEDULE_NAMES,
-    VALUE_NAMES,
     WINDOW,
     Parameter,
-    schedule_from_values,
+    check_window,
 )
-from .tuned_model import LORA_ROUTES, check_lora_route
+from .combos import ListedCombo
+from .tuned_model import LORA_ROUTES
 
 
 def float_input(parameter: Parameter, optional: bool = False) -> io.Float.Input:
@@ -33,7 +38,7 @@ def float_input(parameter: Parameter, optional: bool = False) -> io.Float.Input:
 
 def schedule_inputs() -> list:
     """The family combo, every family's parameters (required) and the window (optional)."""
-    family = io.Combo.Input("schedule", options=list(SCHEDULE_NAMES), default=DEFAULT_SCHEDULE, tooltip=SCHEDULE_HELP)
+    family = ListedCombo("schedule", options=list(SCHEDULE_NAMES), default=DEFAULT_SCHEDULE, tooltip=SCHEDULE_HELP)
     return [family, *(float_input(p) for p in PARAMETERS.values()), *(float_input(p, optional=True) for p in WINDOW)]
 
 
@@ -45,8 +50,8 @@ def tolerance_input() -> io.Float.Input:
     )
 
 
-def lora_route_input() -> io.Combo.Input:
-    return io.Combo.Input(
+def lora_route_input() -> ListedCombo:
+    return ListedCombo(
         "lora_route", options=list(LORA_ROUTES), default="auto", optional=True,
         tooltip="How a LoRA tuned model runs. auto: unmerged when it is a plain LoRA (base and tuned in one "
         "batched forward, no weight copies; equal to the merged LoRA up to float rounding), else weight hooks. "
@@ -55,31 +60,21 @@ def lora_route_input() -> io.Combo.Input:
     )
 
 
-def check_values(values: dict) -> bool | str:
-    """True, or the message of the first invalid widget: the schedule (when all its values are widgets),
-    the tolerance and the route. Linked inputs arrive as None here and are checked when the node runs."""
-    values = {k: v for k, v in values.items() if v is not None}
+def window_problem(window_start, window_end) -> str | None:
+    """The message when start is not below end (linked ends, None here, are checked at run time); each
+    end's own range is ComfyUI's min/max check."""
+    if window_start is None or window_end is None:
+        return None
     try:
-        if all(k in values for k in VALUE_NAMES):
-            schedule_from_values(values)
-        if "skip_tolerance" in values:
-            check_tolerance(values["skip_tolerance"])
-        if "lora_route" in values:
-            check_lora_route(values["lora_route"])
+        check_window(window_start, window_end)
     except AIGInputError as error:
         return str(error)
-    return True
+    return None
 
 
-class AIGInputValidation:
-    """validate_inputs of the AIG nodes: the shared widgets are checked at /prompt time."""
+class WindowValidation:
+    """validate_inputs of a node with the schedule inputs: the window's order, on the two inputs it concerns."""
 
     @classmethod
-    def validate_inputs(cls, schedule=None, p=None, switch=None, centre=None, width=None, value=None,
-                        window_start=None, window_end=None, skip_tolerance=None, lora_route=None):
-        # ComfyUI reads these names from the signature: a failure is attached to them only, and ComfyUI keeps
-        # its own min/max checks for every other input (tests/test_guider_server.py checks the names against
-        # core's VALUE_NAMES); a node without an input simply does not pass it
-        return check_values(dict(schedule=schedule, p=p, switch=switch, centre=centre, width=width, value=value,
-                                 window_start=window_start, window_end=window_end,
-                                 skip_tolerance=skip_tolerance, lora_route=lora_route))
+    def validate_inputs(cls, window_start=0.0, window_end=1.0):
+        return window_problem(window_start, window_end) or True

@@ -11,6 +11,7 @@ from comfy_api.latest import io, ui
 
 from ..core.diversity import DiversityInputError, diversity_metrics
 from ..core.features import load_fid_inception, pixel_features
+from .combos import ListedCombo
 from .folders import model_file
 from .reward_loader import REWARD_MODEL, loaded_model
 from .rewards import to_nchw
@@ -77,7 +78,7 @@ class AIGImageFeatures(io.ComfyNode):
             "tower, a CLIP vision model, the FID Inception network, or downsampled pixels.",
             inputs=[
                 io.Image.Input("image", tooltip="Images to describe (a batch; no neutral value)."),
-                io.Combo.Input("source", options=list(SOURCES), default=SOURCES[0],
+                ListedCombo("source", options=list(SOURCES), default=SOURCES[0],
                                tooltip="'connected model' uses the one model connected below (the usual choice); "
                                "'pixels' uses downsampled RGB pixels and needs no model."),
                 io.Int.Input("pixel_size", default=16, min=2, max=128,
@@ -119,7 +120,7 @@ class AIGInceptionLoader(io.ComfyNode):
             description="Loads the standard FID Inception-v3 weights (pytorch-fid pt_inception-2015-12-05-*.pth, "
             "or a .safetensors copy) from models/inception. Nothing is downloaded.",
             inputs=[
-                io.Combo.Input("weights", options=folder_paths.get_filename_list(INCEPTION_FOLDER),
+                ListedCombo("weights", options=folder_paths.get_filename_list(INCEPTION_FOLDER),
                                tooltip="FID Inception weights file in models/inception (no neutral value)."),
             ],
             outputs=[InceptionType.Output(display_name="inception")],

@@ -20,6 +20,7 @@ from ..core.evalset import (
     prompt_at,
     read_prompt_list,
 )
+from .combos import ListedCombo
 from .diversity import FeaturesType
 from .folders import input_folder, list_files, output_folder
 from .reward_loader import REWARD_MODEL
@@ -64,7 +65,7 @@ class AIGPromptList(io.ComfyNode):
             description="One prompt per queued run from a text file in ComfyUI's input folder (.txt: one prompt per "
             "line; .tsv: the 'Prompt' column, e.g. PartiPrompts). Set index to 'increment' and use Queue (N).",
             inputs=[
-                io.Combo.Input("prompt_file", options=prompt_list_files(),
+                ListedCombo("prompt_file", options=prompt_list_files(),
                                tooltip="Prompt list in ComfyUI/input (.txt or .tsv); no neutral value."),
                 io.Int.Input("index", default=0, min=0, max=10_000_000, control_after_generate=True,
                              tooltip="Run index: picks line index mod count (0 = first prompt). Set the control to "
@@ -134,7 +135,7 @@ class AIGEvalCollect(io.ComfyNode):
                                 "points into one curve in the report plot; 'base' is the usual reference."),
                 io.String.Input("prompt", default="", multiline=True,
                                 tooltip="Prompt of this run (connect AIG Prompt List); empty is allowed."),
-                io.Int.Input("seed", default=0, min=0, max=MAX_SEED,
+                io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=False,
                              tooltip="Seed of this run (connect the sampler's seed); pairs runs with the reference."),
                 io.Image.Input("images", optional=True,
                                tooltip="The same images, to score with reward_model (neutral: unconnected)."),
@@ -205,7 +206,7 @@ class AIGEvalReport(io.ComfyNode):
                                 "and seeds ('base')."),
                 io.Int.Input("k", default=5, min=1, max=100,
                              tooltip="Neighbours for precision/recall (5 as in the paper)."),
-                io.Combo.Input("x_metric", options=list(PLOT_METRICS), default="scd",
+                ListedCombo("x_metric", options=list(PLOT_METRICS), default="scd",
                                tooltip="Diversity metric on the plot's x axis (SCD is the paper's; lower = closer "
                                "to the reference's diversity)."),
             ],

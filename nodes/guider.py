@@ -26,15 +26,18 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..core.aig import AIGWeighting, check_tolerance, mix_predictions
+from ..core.errors import AIGInputError
 from ..core.schedules import VALUE_NAMES, schedule_from_values
-from .aig_inputs import AIGInputValidation, lora_route_input, schedule_inputs, tolerance_input
+from .aig_inputs import lora_route_input, schedule_inputs, tolerance_input
+from .combos import ListedCombo
 from .folders import model_file
-from .tuned_model import TUNED_COND_INDICES, TunedRoute, resolve_tuned
+from .tuned_model import ONE_TUNED_MODEL, TUNED_COND_INDICES, TunedRoute, resolve_tuned
 
 log = logging.getLogger(__name__)
 
 TUNED_KEYS = ("aig_tuned_positive", "aig_tuned_negative")
 NO_LORA = "None"
+NOT_CONNECTED = "not connected"  # validate_inputs' default for an absent optional link (a link arrives as None)
 
 
 class AIGCFGGuider(comfy.samplers.CFGGuider):
@@ -170,7 +173,7 @@ def tuned_inputs() -> list:
             tooltip="Tuned model: LoraLoader(base) output or another checkpoint of the same architecture. "
             "Leave unconnected when a LoRA file is chosen below (neutral: unconnected).",
         ),
-        io.Combo.Input(
+        ListedCombo(
             "lora_name", options=[NO_LORA, *folder_paths.get_filename_list("loras")], default=NO_LORA,
             tooltip="Tuned model as base + this LoRA file (from the loras folder; its diffusion-model weights "
             "only, text-encoder weights are not applied). 'None' = use tuned_model instead.",
@@ -182,7 +185,31 @@ def tuned_inputs() -> list:
     ]
 
 
-class AIGGuider(AIGInputValidation, io.ComfyNode):
+def tuned_problem(lora_name, tuned_model) -> str | None:
+    """The message unless exactly one tuned model is given and a chosen LoRA file is in the loras folder."""
+    if lora_name is None:  # linked: checked when the node runs
+        return None
+    if (lora_name == NO_LORA) == (tuned_model is NOT_CONNECTED):
+        return ONE_TUNED_MODEL
+    if lora_name != NO_LORA:
+        try:
+            model_file("loras", lora_name, "LoRA")
+        except AIGInputError as error:
+            return str(error)
+    return None
+
+
+class SamplingValidation:
+    """validate_inputs of AIG Guider and AIG Sampler: exactly one tuned model. Only these two arguments, since
+    ComfyUI repeats a failure on every argument: the window's order is checked when the node runs (and drawn
+    on the node by the frontend), every range and choice by ComfyUI itself."""
+
+    @classmethod
+    def validate_inputs(cls, lora_name=None, tuned_model=NOT_CONNECTED):
+        return tuned_problem(lora_name, tuned_model) or True
+
+
+class AIGGuider(SamplingValidation, io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -218,7 +245,7 @@ def ksampler_sigmas(model, steps, sampler_name, scheduler, denoise):
     return sampler.sigmas
 
 
-class AIGSampler(AIGInputValidation, io.ComfyNode):
+class AIGSampler(SamplingValidation, io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -234,9 +261,9 @@ class AIGSampler(AIGInputValidation, io.ComfyNode):
                              tooltip="Noise seed (any value; same seed = same noise as KSampler)."),
                 io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps (20 is typical)."),
                 cfg_input(),
-                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
+                ListedCombo("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
                                tooltip="Sampler, as in KSampler (every sampler works: weights follow sigma)."),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
+                ListedCombo("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
                                tooltip="Noise schedule, as in KSampler."),
                 *prompt_inputs(),
                 io.Latent.Input("latent_image", tooltip="Latent to denoise (an Empty Latent Image for text-to-image)."),

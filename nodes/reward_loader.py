@@ -20,10 +20,11 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..core.errors import AIGInputError, UnsafeNameError
+from ..core.errors import UnsafeNameError
 from ..core.files import WEIGHT_SUFFIXES, torch_dtype
 from ..core.rewards.base import RewardModel
 from ..core.rewards.loading import KINDS, OPEN_CLIP_DIR_FILES, load_reward_model
+from .combos import ListedCombo
 from .folders import list_files, model_folder
 
 log = logging.getLogger(__name__)
@@ -149,13 +150,13 @@ class AIGRewardModelLoader(io.ComfyNode):
             description="Loads PickScore (CLIP directory), HPSv2/2.1 (.pt), a LAION aesthetic head (inside its CLIP "
             "directory) or any CLIP for CLIPScore from models/reward_models. Nothing is downloaded.",
             inputs=[
-                io.Combo.Input("model_name", options=list_reward_models(),
+                ListedCombo("model_name", options=list_reward_models(),
                                tooltip="File or directory (ending in /) in models/reward_models; no neutral value."),
-                io.Combo.Input("kind", options=["auto", *KINDS], default="auto",
+                ListedCombo("kind", options=["auto", *KINDS], default="auto",
                                tooltip="Reward formula; 'auto' (neutral) detects it from the files."),
-                io.Combo.Input("device", options=list(DEVICES), default="default",
+                ListedCombo("device", options=list(DEVICES), default="default",
                                tooltip="'default' (neutral) lets ComfyUI place the model; 'cpu' keeps it on CPU."),
-                io.Combo.Input("dtype", options=list(DTYPES), default="auto",
+                ListedCombo("dtype", options=list(DTYPES), default="auto",
                                tooltip="Compute precision; 'auto' (neutral) is fp32 on CPU, bf16/fp16 on GPU."),
             ],
             outputs=[REWARD_MODEL.Output(display_name="reward_model")],
@@ -164,7 +165,7 @@ class AIGRewardModelLoader(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, model_name):
         """model_name only, so a bad name is one message on that input (ComfyUI repeats a failure once per
-        argument); the other combos are checked when the node runs (0.3.64 does not check V3 combos)."""
+        argument); ComfyUI checks the other combos against their lists (ListedCombo)."""
         try:
             resolve_reward_path(model_name)
         except UnsafeNameError as error:
@@ -173,16 +174,8 @@ class AIGRewardModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name, kind="auto", device="default", dtype="auto") -> io.NodeOutput:
-        check_choices(kind=(kind, ("auto", *KINDS)), device=(device, DEVICES), dtype=(dtype, DTYPES))
         handle = get_reward_handle(model_name, kind, device, dtype)
         return io.NodeOutput(handle)
-
-
-def check_choices(**inputs) -> None:
-    """AIGInputError naming the first input whose value is not one of its options."""
-    for input_name, (value, options) in inputs.items():
-        if value not in options:
-            raise AIGInputError(f"{input_name} {value!r} is not one of {', '.join(options)}; pick one from the list.")
 
 
 REWARD_LOADER_NODES = [AIGRewardModelLoader]

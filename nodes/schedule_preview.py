@@ -5,7 +5,7 @@ from comfy_api.latest import io, ui
 from PIL import Image, ImageDraw
 
 from ..core.schedules import sample_curve, schedule_from_values
-from .aig_inputs import AIGInputValidation, schedule_inputs
+from .aig_inputs import WindowValidation, schedule_inputs
 
 _SIZE = 256  # preview canvas, pixels
 _MARGIN = 24
@@ -31,7 +31,7 @@ def render_schedule(schedule, steps: int) -> torch.Tensor:
     return pixels.view(1, _SIZE, _SIZE, 3).float() / 255.0
 
 
-class AIGSchedulePreview(AIGInputValidation, io.ComfyNode):
+class AIGSchedulePreview(WindowValidation, io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -48,6 +48,7 @@ class AIGSchedulePreview(AIGInputValidation, io.ComfyNode):
                 ),
             ],
             outputs=[io.Image.Output(display_name="plot"), io.String.Output(display_name="weights")],
+            is_output_node=True,
         )
 
     @classmethod

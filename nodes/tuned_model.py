@@ -31,6 +31,8 @@ from .lora_integrity import check_patches, lora_file_patches
 log = logging.getLogger(__name__)
 
 LORA_ROUTES = ("auto", "bypass", "hooks")  # the lora_route input: auto picks bypass when it can
+ONE_TUNED_MODEL = ("give exactly one tuned model: connect 'tuned_model' (a LoraLoader output or another checkpoint) "
+                   "or choose a 'lora_name', not both and not neither.")
 TUNED_COND_INDICES = (2, 3)  # shared-weight routes batch [base +, base -, tuned +, tuned -] in one calc_cond_batch
 
 
@@ -224,10 +226,7 @@ def resolve_tuned(base, tuned_model=None, lora_path: str | None = None, lora_str
     else weight hooks; 'bypass' = unmerged or an error; 'hooks' = weight hooks (bit-identical to LoraLoader).
     """
     if (tuned_model is None) == (lora_path is None):
-        raise AIGError(
-            "give exactly one tuned model: connect 'tuned_model' (a LoraLoader output or another checkpoint) "
-            "or choose a 'lora_name', not both and not neither."
-        )
+        raise AIGError(ONE_TUNED_MODEL)
     if lora_path is not None:
         if lora_strength == 0:
             raise AIGError("lora_strength is 0, so the tuned model equals the base model; use a non-zero strength.")

@@ -198,8 +198,9 @@ def test_broken_reward_files_name_the_file(reward_files, name, expected):
 
 @pytest.mark.parametrize("field, value", [("dtype", "fp8"), ("kind", "imagereward"), ("device", "cuda:7")])
 def test_bad_loader_choices_are_named(reward_files, field, value):
-    message = reward_files.execution_error(score_graph("hps_ok.pt", **{field: value}))
-    assert f"AIGInputError: {field} '{value}' is not one of" in one_plain_line(message)
+    errors = reward_files.rejections(score_graph("hps_ok.pt", **{field: value}))
+    assert [(e["type"], e["input"]) for e in errors] == [("value_not_in_list", field)], errors
+    assert f"{field}: '{value}' not in [" in one_plain_line(errors[0]["details"])
 
 
 @pytest.fixture(scope="module")

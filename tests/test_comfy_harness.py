@@ -53,16 +53,14 @@ def test_schedule_preview_runs_through_prompt(comfy_server):
     assert text.startswith("power(p=2): 0.000, 0.020, 0.082")
 
 
-def test_bad_schedule_is_rejected_with_valid_range(comfy_server):
-    response = comfy_server.submit(preview_prompt(window_start=0.8, window_end=0.2))
-    assert response.status_code == 400
-    assert "window start (0.8) must be below window end (0.2)" in response.text
-    response = comfy_server.submit(preview_prompt(schedule="exponential"))
-    assert response.status_code == 400 and "valid choices: power, linear" in response.text
-    response = comfy_server.submit(preview_prompt(p=0.0))
-    assert response.status_code == 400 and "valid range is (0.0, 100.0]" in response.text
-    response = comfy_server.submit(preview_prompt(steps=0))  # ComfyUI's own range check still applies
-    assert response.status_code == 400 and "smaller than min" in response.text
+def test_bad_schedule_is_rejected_with_one_message_each(comfy_server):
+    errors = comfy_server.rejections(preview_prompt(window_start=0.8, window_end=0.2))
+    assert {e["input"] for e in errors} == {"window_start", "window_end"}
+    assert all("window start (0.8) must be below window end (0.2)" in e["details"] for e in errors)
+    for bad, kind in ((dict(schedule="exponential"), "value_not_in_list"), (dict(p=0.0), "value_smaller_than_min"),
+                      (dict(steps=0), "value_smaller_than_min")):
+        errors = comfy_server.rejections(preview_prompt(**bad))
+        assert [(e["type"], e["input"]) for e in errors] == [(kind, *bad)], errors
 
 
 def test_entrypoint_returns_extension(comfy_inprocess):

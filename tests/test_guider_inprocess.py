@@ -256,24 +256,25 @@ def test_other_architecture_is_an_error(world, tmp_path):
         resolve_tuned(world["base"], tuned_model=deeper)
 
 
-def test_validation_names_every_shared_widget(comfy_inprocess):
-    """ComfyUI reads validate_inputs' argument names: they must be core's schedule vocabulary plus the
-    tolerance and route, and every node that validates them must have those inputs."""
+def test_validation_checks_what_spans_inputs(comfy_inprocess):
+    """validate_inputs keeps only the cross-input checks (ComfyUI repeats its failure once per argument);
+    every number is left to ComfyUI's min/max and every combo to its list type."""
     import inspect
 
-    from comfy_aig.core.schedules import VALUE_NAMES
-    from comfy_aig.nodes.aig_inputs import AIGInputValidation, check_values
+    from comfy_aig.nodes.combos import ListedCombo
     from comfy_aig.nodes.guider import AIGGuider, AIGSampler
     from comfy_aig.nodes.schedule_preview import AIGSchedulePreview
 
-    names = inspect.getfullargspec(AIGInputValidation.validate_inputs).args[1:]
-    assert names == [*VALUE_NAMES, "skip_tolerance", "lora_route"]
+    assert inspect.getfullargspec(AIGGuider.validate_inputs).args[1:] == ["lora_name", "tuned_model"]
+    assert inspect.getfullargspec(AIGSchedulePreview.validate_inputs).args[1:] == ["window_start", "window_end"]
     for node in (AIGGuider, AIGSampler, AIGSchedulePreview):
-        inputs = {i.id for i in node.define_schema().inputs}
-        assert set(VALUE_NAMES) <= inputs, node.__name__
-    assert AIGSchedulePreview.validate_inputs(schedule="power", p=0.0, switch=0.5, centre=0.5, width=0.1, value=1.0,
-                                              window_start=0.0, window_end=1.0) == (
-        "schedule 'power': p = 0.0 is out of range; valid range is (0.0, 100.0]")
-    assert check_values({"schedule": "power", "p": None}) is True  # a linked value is checked at run time
-    assert "skip tolerance" in check_values({"skip_tolerance": 0.7})
-    assert "lora_route 'merge'" in check_values({"lora_route": "merge"})
+        combos = [i for i in node.define_schema().inputs if hasattr(i, "options")]
+        assert combos and all(isinstance(c, ListedCombo) and c.get_io_type() == list(c.options) for c in combos)
+    assert AIGSchedulePreview.validate_inputs(window_start=0.9, window_end=0.1) == (
+        "window start (0.9) must be below window end (0.1); use start=0, end=1 for no window")
+    assert AIGSchedulePreview.validate_inputs(window_start=None, window_end=0.1) is True  # linked: at run time
+    assert AIGSampler.validate_inputs(lora_name=None) is True  # linked: at run time
+    assert "exactly one tuned model" in AIGGuider.validate_inputs(lora_name="None")
+    assert "exactly one tuned model" in AIGGuider.validate_inputs(lora_name="x.safetensors", tuned_model=None)
+    assert AIGGuider.validate_inputs(lora_name="None", tuned_model=None) is True
+    assert "x.safetensors" in AIGGuider.validate_inputs(lora_name="x.safetensors")  # not in the loras folder

@@ -15,7 +15,8 @@ from aig_testkit.workflow_api import node_types, ui_to_api
 
 pytestmark = pytest.mark.comfyui
 
-WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("aig_*.json"))
+WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+QUEUE_EVALUATION = "5 Queue evaluation of the reward-diversity tradeoff.json"  # run by test_workflow_queue_eval.py
 SCHEDULE = {"schedule": "power", "p": 2.0, "switch": 0.5, "centre": 0.5, "width": 0.1, "value": 1.0,
             "window_start": 0.0, "window_end": 1.0, "skip_tolerance": 0.0}
 
@@ -85,8 +86,13 @@ def test_workflow_nodes_exist_and_convert(info, path):
     assert not missing, f"{path.name} uses node types this ComfyUI lacks: {missing}"
     prompt = ui_to_api(workflow, info)
     assert {n["class_type"] for n in prompt.values()} == node_types(workflow)
-    aig = [n for n in prompt.values() if n["class_type"].startswith("AIG")]
-    assert aig and all(n["inputs"]["schedule"] == "power" and n["inputs"]["p"] == 2.0 for n in aig)
+    from comfy_aig.core.schedules import VALUE_NAMES, schedule_from_values
+
+    aig = [n["inputs"] for n in prompt.values() if n["class_type"] in ("AIGSampler", "AIGGuider")]
+    assert aig, f"{path.name} has no AIG sampling node"
+    for inputs in aig:  # every shipped schedule is valid and its tuned model is a LoRA file or a MODEL link
+        schedule_from_values({k: inputs[k] for k in VALUE_NAMES})
+        assert (inputs["lora_name"] == "None") == ("tuned_model" in inputs)
 
 
 def test_workflows_listed_as_templates(comfy_server):
@@ -96,15 +102,28 @@ def test_workflows_listed_as_templates(comfy_server):
     assert {p.stem for p in WORKFLOWS} <= set(templates.get("comfy_aig", [])), templates
 
 
+@pytest.fixture(scope="module")
+def reward_name(comfy_server):
+    """A tiny PickScore directory in the server's reward_models folder (the shipped workflows score with one)."""
+    from aig_testkit.reward_fixtures import build_pickscore_dir
+
+    target = comfy_server.model_path("reward_models", "aig_workflow_pick")
+    if not target.exists():
+        build_pickscore_dir(target)
+    return "aig_workflow_pick/"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_workflow_runs(comfy_server, names, info, path):
-    """The converted workflow runs on the fixture once model names, size and steps are made tiny."""
-    prompt = ui_to_api(json.loads(path.read_text()), info)
+@pytest.mark.parametrize("path", [p for p in WORKFLOWS if p.name != QUEUE_EVALUATION], ids=lambda p: p.name)
+def test_workflow_runs(comfy_server, names, reward_name, path):
+    """The converted workflow runs on the fixtures once model names, size and steps are made tiny."""
+    prompt = ui_to_api(json.loads(path.read_text()), comfy_server.object_info())
     for node in prompt.values():
         inputs = node["inputs"]
         if "ckpt_name" in inputs:
             inputs["ckpt_name"] = names["ckpt"]
+        if "model_name" in inputs:
+            inputs["model_name"] = reward_name
         if inputs.get("lora_name", "None") != "None":
             inputs["lora_name"] = names["lora"]
         if node["class_type"] == "EmptyLatentImage":
@@ -115,8 +134,8 @@ def test_workflow_runs(comfy_server, names, info, path):
             if key in inputs:
                 inputs[key] = uuid.uuid4().int % 10**9  # defeat ComfyUI's result cache
     entry = comfy_server.run(prompt)
-    saved = [o for o in entry["outputs"].values() if "images" in o]
-    assert saved and all(comfy_server.output_file(o["images"][0]).is_file() for o in saved)
+    images = [i for o in entry["outputs"].values() for i in o.get("images", [])]
+    assert images and all(comfy_server.output_file(i).is_file() for i in images)  # saved images and previews
 
 
 @pytest.mark.slow
@@ -186,37 +205,55 @@ def _rejected(server, prompt) -> str:
     return response.text
 
 
-def test_window_start_after_end_rejected_at_prompt(comfy_server, names):
-    text = _rejected(comfy_server, _guider_prompt(names, window_start=0.8, window_end=0.3))
-    assert "window start (0.8) must be below window end (0.3)" in text
+def _one_problem(server, prompt) -> dict:
+    """The single validation error of a refused prompt."""
+    errors = server.rejections(prompt)
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+def test_window_start_after_end_stops_the_node(comfy_server, names):
+    message = comfy_server.execution_error(_guider_prompt(names, window_start=0.8, window_end=0.3))
+    assert "AIGGuider" in message and "window start (0.8) must be below window end (0.3)" in message
 
 
 def test_non_positive_p_rejected_at_prompt(comfy_server, names):
-    text = _rejected(comfy_server, _guider_prompt(names, p=0.0))
-    assert "schedule 'power': p = 0.0 is out of range; valid range is (0.0, 100.0]" in text
-    assert '"input_name": "model"' not in text  # the error sits on the schedule inputs only
+    error = _one_problem(comfy_server, _guider_prompt(names, p=0.0))
+    assert (error["type"], error["input"]) == ("value_smaller_than_min", "p")
 
 
 def test_bad_tolerance_rejected_at_prompt(comfy_server, names):
-    text = _rejected(comfy_server, _guider_prompt(names, skip_tolerance=0.7))
-    assert "skip_tolerance" in text
+    error = _one_problem(comfy_server, _guider_prompt(names, skip_tolerance=0.7))
+    assert (error["type"], error["input"]) == ("value_bigger_than_max", "skip_tolerance")
 
 
 def test_unknown_lora_route_rejected_at_prompt(comfy_server, names):
-    text = _rejected(comfy_server, _guider_prompt(names, lora_route="merged"))
-    assert "lora_route 'merged' is not one of auto, bypass, hooks" in text
+    error = _one_problem(comfy_server, _guider_prompt(names, lora_route="merged"))
+    assert (error["type"], error["input"]) == ("value_not_in_list", "lora_route")
+    assert "'merged' not in ['auto', 'bypass', 'hooks']" in error["details"]
+
+
+def test_unknown_schedule_family_rejected_at_prompt(comfy_server, names):
+    error = _one_problem(comfy_server, _guider_prompt(names, schedule="exponential"))
+    assert (error["type"], error["input"]) == ("value_not_in_list", "schedule")
+
+
+def test_no_tuned_model_rejected_at_prompt(comfy_server, names):
+    error = _one_problem(comfy_server, _guider_prompt(names, lora_name="None"))
+    assert error["input"] == "lora_name" and "exactly one tuned model" in error["details"]
+
+
+def test_both_tuned_inputs_rejected_at_prompt(comfy_server, names):
+    prompt = _guider_prompt(names)
+    prompt["5"]["inputs"]["tuned_model"] = ["1", 0]
+    errors = comfy_server.rejections(prompt)  # one problem, on the two inputs it concerns
+    assert sorted(e["input"] for e in errors) == ["lora_name", "tuned_model"]
+    assert all("exactly one tuned model" in e["details"] for e in errors)
 
 
 def test_lora_matching_no_keys_is_a_node_error(comfy_server, names):
     message = comfy_server.execution_error(_guider_prompt(names, lora_name=names["bogus"]))
     assert "AIGGuider" in message and "matches none of the model's weights" in message
-
-
-def test_both_tuned_inputs_is_a_node_error(comfy_server, names):
-    prompt = _guider_prompt(names)
-    prompt["5"]["inputs"]["tuned_model"] = ["1", 0]
-    message = comfy_server.execution_error(prompt)
-    assert "exactly one tuned model" in message
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from comfy_aig.core import evalset
 pytestmark = pytest.mark.comfyui
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
-WORKFLOW = WORKFLOWS / "queue_evaluation_reward_diversity.json"
+WORKFLOW = WORKFLOWS / "5 Queue evaluation of the reward-diversity tradeoff.json"
 PROMPT_FILE = WORKFLOWS / "aig_prompts_example.txt"
 REWARD_DIR = "aig_queue_wf_pick"
 METRICS = ("scd", "log_scd", "fid", "precision", "recall", "vendi", "reward_mean")

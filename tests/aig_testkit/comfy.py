@@ -131,6 +131,14 @@ class ComfyServer:
         body = {"prompt": prompt, "client_id": uuid.uuid4().hex}
         return requests.post(f"{self.url}/prompt", json=body, timeout=60)
 
+    def rejections(self, prompt: dict) -> list[dict]:
+        """Every /prompt validation error as {node, type, input, details}; AssertionError if it was accepted."""
+        response = self.submit(prompt)
+        assert response.status_code == 400, response.text[:2000]
+        return [{"node": node_id, "type": e["type"], "input": e.get("extra_info", {}).get("input_name"),
+                 "details": e["details"]}
+                for node_id, node in response.json()["node_errors"].items() for e in node["errors"]]
+
     def run(self, prompt: dict, timeout: float = 300.0) -> dict:
         """Queue a prompt, wait for it, and return its history entry; AssertionError with ComfyUI's message on failure."""
         response = self.submit(prompt)

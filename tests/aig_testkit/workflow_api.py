@@ -17,8 +17,9 @@ class WorkflowError(ValueError):
 
 
 def _is_widget(spec) -> bool:
-    kind = spec[0]
-    return isinstance(kind, list) or kind in WIDGET_TYPES
+    """A widget input (its value is in widgets_values); forceInput makes a socket with no widget."""
+    kind, options = spec[0], (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
+    return (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput")
 
 
 def node_types(workflow: dict) -> set[str]:
