@@ -4,7 +4,9 @@ Pure torch, no ComfyUI: the ComfyUI guider (nodes/guider.py) and the standalone 
 (training/sampling.py) both take progress, weights, the branch plan and the mix from here.
 Progress s runs over [0, 1] (0 = pure noise, 1 = clean) and is computed from the noise
 level of each model call, never from a step counter, so samplers that evaluate the model
-between schedule points (Heun, DPM++ 2S/SDE) get the right weight.
+between schedule points (Heun, DPM++ 2S/SDE) get the right weight. Each model family maps its
+own noise parameterisation to s, the inverse of ComfyUI's percent_to_sigma (docs/design.md
+section 1): TimestepProgress (discrete eps/v), FlowProgress (SD3 shift), FluxProgress (Flux mu).
 Mixing denoised x0, eps or the score at the same x_t and sigma is the same linear map.
 """
 
@@ -31,6 +33,52 @@ def progress_from_timestep(t: float, t_max: float, t_min: float = 0.0) -> float:
     if math.isnan(t):
         raise AIGError("timestep is NaN; the sampler passed an invalid noise level")
     return min(max(1.0 - (t - t_min) / (t_max - t_min), 0.0), 1.0)
+
+
+def _checked_sigma(sigma: float) -> float:
+    """sigma as a float in [0, 1] (flow models), or AIGError for NaN."""
+    sigma = float(sigma)
+    if math.isnan(sigma):
+        raise AIGError("sigma is NaN; the sampler passed an invalid noise level")
+    return min(max(sigma, 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class TimestepProgress:
+    """Discrete eps/v models (SD1.x, SD2.x, SDXL): s from the model's timestep t(sigma) in [t_min, t_max]."""
+
+    t_max: float
+    t_min: float = 0.0
+
+    def __post_init__(self):
+        progress_from_timestep(self.t_max, self.t_max, self.t_min)  # validates the range
+
+    def __call__(self, t: float) -> float:
+        return progress_from_timestep(t, self.t_max, self.t_min)
+
+
+@dataclass(frozen=True)
+class FlowProgress:
+    """Rectified flow with a time shift (SD3.x): sigma = a u / (1 + (a - 1) u), s = 1 - u, u = sigma / (a - (a - 1) sigma)."""
+
+    shift: float = 1.0
+
+    def __call__(self, sigma: float) -> float:
+        sigma = _checked_sigma(sigma)
+        return 1.0 - sigma / (self.shift - (self.shift - 1.0) * sigma)
+
+
+@dataclass(frozen=True)
+class FluxProgress:
+    """Flux's time shift mu: sigma = e^mu / (e^mu + 1/u - 1), s = 1 - u, u = 1 / (1 + e^mu (1/sigma - 1))."""
+
+    shift: float = 1.15
+
+    def __call__(self, sigma: float) -> float:
+        sigma = _checked_sigma(sigma)
+        if sigma == 0.0:
+            return 1.0
+        return 1.0 - 1.0 / (1.0 + math.exp(self.shift) * (1.0 / sigma - 1.0))
 
 
 def check_tolerance(tolerance: float) -> float:
@@ -102,23 +150,24 @@ def mix_predictions(base: torch.Tensor | None, tuned: torch.Tensor | None, plan:
 
 
 class AIGWeighting:
-    """gamma(progress(t)) for every sample of a model call, with branch skipping (the guider's brain)."""
+    """gamma(progress(v)) for every sample of a model call, with branch skipping (the guider's brain).
 
-    def __init__(self, schedule: Schedule, t_max: float, t_min: float = 0.0, tolerance: float = 0.0):
+    progress maps the noise coordinate v the caller passes (a timestep for TimestepProgress, sigma for the
+    flow maps) to s in [0, 1], so that s is the same part of the trajectory in every model family."""
+
+    def __init__(self, schedule: Schedule, progress, tolerance: float = 0.0):
         if not isinstance(schedule, Schedule):
             raise AIGError(f"schedule must be a core.schedules.Schedule, got {type(schedule).__name__}")
-        progress_from_timestep(t_max, t_max, t_min)  # validates the range
         self.schedule = schedule
-        self.t_max = float(t_max)
-        self.t_min = float(t_min)
+        self.progress = progress
         self.tolerance = check_tolerance(tolerance)
 
-    def weight(self, t: float) -> float:
-        """g = gamma(s(t)) before snapping."""
-        return self.schedule(progress_from_timestep(t, self.t_max, self.t_min))
+    def weight(self, v: float) -> float:
+        """g = gamma(s(v)) before snapping."""
+        return self.schedule(self.progress(v))
 
-    def plan(self, timesteps) -> BranchPlan:
-        """Plan for one model call; timesteps: one value per sample (list or 1-D tensor)."""
-        if isinstance(timesteps, torch.Tensor):
-            timesteps = timesteps.reshape(-1).tolist()
-        return plan_branches([self.weight(t) for t in timesteps], self.tolerance)
+    def plan(self, values) -> BranchPlan:
+        """Plan for one model call; values: one noise coordinate per sample (list or 1-D tensor)."""
+        if isinstance(values, torch.Tensor):
+            values = values.reshape(-1).tolist()
+        return plan_branches([self.weight(v) for v in values], self.tolerance)

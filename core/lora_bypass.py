@@ -27,25 +27,31 @@ class LoraFactors:
 
     Linear: down [r, in], up [out, r].  Conv2d: down [r, in, kh, kw], up [out, r, 1, 1].
     scale = strength * alpha / r (alpha missing: scale = strength), as ComfyUI merges it.
+    out_slice (Linear only): (start, size) of the output features the LoRA writes, for a LoRA on one part of a
+    fused projection (Flux / SD3 qkv, ComfyUI's offset patches); then up is [size, r].
     """
 
     down: torch.Tensor
     up: torch.Tensor
     scale: float
     conv: ConvGeometry | None = None
+    out_slice: tuple[int, int] | None = None
 
 
 def factors_for_layer(up: torch.Tensor, down: torch.Tensor, weight_shape, scale: float,
-                      conv: ConvGeometry | None) -> LoraFactors | None:
+                      conv: ConvGeometry | None, out_slice: tuple[int, int] | None = None) -> LoraFactors | None:
     """Reshape ComfyUI's (up, down) pair to the layer's geometry; None when the shapes cannot be a plain LoRA."""
     out_dim, rank = up.shape[0], down.shape[0]
     in_numel = int(torch.Size(weight_shape[1:]).numel())
-    if up.numel() != out_dim * rank or down.numel() != rank * in_numel or out_dim != weight_shape[0]:
+    expected_out = weight_shape[0] if out_slice is None else out_slice[1]
+    if up.numel() != out_dim * rank or down.numel() != rank * in_numel or out_dim != expected_out:
+        return None
+    if out_slice is not None and (conv is not None or out_slice[0] < 0 or sum(out_slice) > weight_shape[0]):
         return None
     if conv is None:
         if len(weight_shape) != 2:
             return None
-        return LoraFactors(down.reshape(rank, in_numel), up.reshape(out_dim, rank), float(scale))
+        return LoraFactors(down.reshape(rank, in_numel), up.reshape(out_dim, rank), float(scale), None, out_slice)
     if len(weight_shape) != 4:
         return None
     return LoraFactors(down.reshape(rank, *weight_shape[1:]), up.reshape(out_dim, rank, 1, 1), float(scale), conv)
@@ -64,12 +70,19 @@ def lora_delta(x: torch.Tensor, conv: ConvGeometry | None, down: torch.Tensor, u
     return F.conv2d(hidden, up)  # [N, out, H', W']
 
 
-def summed_delta(x: torch.Tensor, convs, pairs) -> torch.Tensor:
-    """Sum of up(down(x)) over the LoRAs stacked on one layer (first result reused as the accumulator)."""
+def summed_delta(x: torch.Tensor, factors, pairs, out_features: int) -> torch.Tensor:
+    """Sum of up(down(x)) over the LoRAs stacked on one layer [..., out]; a LoRA with an out_slice adds to its
+    slice of the output features only (the first full-width result is reused as the accumulator)."""
     total = None
-    for conv, (down, up) in zip(convs, pairs):
-        delta = lora_delta(x, conv, down, up)
-        total = delta if total is None else total.add_(delta)
+    for f, (down, up) in zip(factors, pairs):
+        delta = lora_delta(x, f.conv, down, up)
+        if f.out_slice is not None:
+            start, size = f.out_slice
+            if total is None:
+                total = delta.new_zeros(*delta.shape[:-1], out_features)
+            total[..., start:start + size] += delta
+        else:
+            total = delta if total is None else total.add_(delta)
     return total
 
 

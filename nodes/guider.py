@@ -18,6 +18,7 @@ import logging
 import math
 
 import comfy.model_management
+import comfy.model_sampling
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -25,7 +26,14 @@ import folder_paths
 import latent_preview
 from comfy_api.latest import io
 
-from ..core.aig import AIGWeighting, check_tolerance, mix_predictions
+from ..core.aig import (
+    AIGWeighting,
+    FlowProgress,
+    FluxProgress,
+    TimestepProgress,
+    check_tolerance,
+    mix_predictions,
+)
 from ..core.errors import AIGInputError
 from ..core.schedules import VALUE_NAMES, schedule_from_values
 from .aig_inputs import lora_route_input, schedule_inputs, tolerance_input
@@ -38,6 +46,22 @@ log = logging.getLogger(__name__)
 TUNED_KEYS = ("aig_tuned_positive", "aig_tuned_negative")
 NO_LORA = "None"
 NOT_CONNECTED = "not connected"  # validate_inputs' default for an absent optional link (a link arrives as None)
+
+
+def family_progress(sampling):
+    """(progress map, sigma -> the value it reads) for a ComfyUI model_sampling, so that s is the inverse of
+    its percent_to_sigma: Flux and SD3-style flows read sigma (shift included), the others their timestep."""
+    if isinstance(sampling, comfy.model_sampling.ModelSamplingFlux):
+        return FluxProgress(float(sampling.shift)), _identity
+    if isinstance(sampling, comfy.model_sampling.ModelSamplingDiscreteFlow):
+        return FlowProgress(float(sampling.shift)), _identity
+    t_max = float(sampling.timestep(sampling.sigma_max.reshape(1)).reshape(-1)[0])
+    t_min = float(sampling.timestep(sampling.sigma_min.reshape(1)).reshape(-1)[0])
+    return TimestepProgress(t_max=t_max, t_min=t_min), sampling.timestep
+
+
+def _identity(sigma):
+    return sigma
 
 
 class AIGCFGGuider(comfy.samplers.CFGGuider):
@@ -66,7 +90,8 @@ class AIGCFGGuider(comfy.samplers.CFGGuider):
             latent_in = self.inner_model.process_latent_in(latent_in)
         model = self.tuned.tuned_inner_model(self.inner_model)
         self.tuned_conds = comfy.samplers.process_conds(model, noise, tuned_conds, device, latent_in, denoise_mask, seed)
-        self.weighting = AIGWeighting(self.schedule, t_max=self._t_max(), t_min=0.0, tolerance=self.tolerance)
+        progress, self.noise_coordinate = family_progress(self.inner_model.model_sampling)
+        self.weighting = AIGWeighting(self.schedule, progress, tolerance=self.tolerance)
         self.tuned_options = None  # the tuned branch's own model options (model route only)
         try:
             with self.tuned.running(self.inner_model, self.model_options, sigmas) as tuned_options:
@@ -76,14 +101,9 @@ class AIGCFGGuider(comfy.samplers.CFGGuider):
         finally:
             del self.tuned_conds, self.tuned_options
 
-    def _t_max(self) -> float:
-        """The model's timestep at sigma_max: progress 0."""
-        sampling = self.inner_model.model_sampling
-        return float(sampling.timestep(sampling.sigma_max.reshape(1)).reshape(-1)[0])
-
     def _plan(self, sigma):
-        """The branch plan of one model call: gamma(progress(t(sigma))) per sample (core/aig.py)."""
-        return self.weighting.plan(self.inner_model.model_sampling.timestep(sigma))
+        """The branch plan of one model call: gamma(progress(sigma)) per sample (core/aig.py)."""
+        return self.weighting.plan(self.noise_coordinate(sigma))
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 - ComfyUI's signature
         """Denoised x0 of the mixed prediction at (x, sigma); a branch with weight 0 is not evaluated."""

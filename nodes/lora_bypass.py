@@ -6,9 +6,11 @@ transformer_options["cond_or_uncond"]. An APPLY_MODEL wrapper turns that into th
 and a forward hook on every LoRA-targeted Linear/Conv2d adds scale * up(down(x)) to those rows
 (comfy_aig.core.lora_bypass). No weight is copied or changed; the hooks live only while sampling.
 
-Plain LoRA patches (kohya/diffusers/peft up-down pairs, with or without alpha) run this way. LoCon with a
-mid (Tucker) factor, DoRA, LoHa, LoKr, OFT, offset/function patches and strength_model != 1 do not; for
-them `plan_bypass` returns the reason and the guider uses the weight-hook route.
+Plain LoRA patches (kohya/diffusers/peft up-down pairs, with or without alpha) run this way, also on one
+slice of a fused projection (ComfyUI's offset patches for Flux / SD3 qkv from diffusers keys: the delta is
+added to those output features only). LoCon with a mid (Tucker) factor, DoRA, LoHa, LoKr, OFT, weight
+functions and strength_model != 1 do not; for them `plan_bypass` returns the reason and the guider uses the
+weight-hook route.
 """
 
 from __future__ import annotations
@@ -53,8 +55,10 @@ def _patch_factors(model, key, patch) -> tuple[LoraFactors | None, str | None]:
     up, down, alpha, mid, dora_scale, reshape = adapter.weights
     if mid is not None or dora_scale is not None or reshape is not None:
         return None, f"{key} has a LoCon mid factor, DoRA scale or reshape"
-    if offset is not None or function is not None or strength_model != 1.0:
-        return None, f"{key} has an offset, a weight function or strength_model != 1"
+    if function is not None or strength_model != 1.0:
+        return None, f"{key} has a weight function or strength_model != 1"
+    if offset is not None and offset[0] != 0:
+        return None, f"{key} has an offset along dimension {offset[0]} (only output-feature slices run unmerged)"
     if not key.endswith(".weight"):
         return None, f"{key} is not a layer weight"
     try:
@@ -65,9 +69,12 @@ def _patch_factors(model, key, patch) -> tuple[LoraFactors | None, str | None]:
     if reason:
         return None, f"{key} belongs to {reason}"
     scale = float(strength) * (float(alpha) / down.shape[0] if alpha is not None else 1.0)
-    factors = factors_for_layer(up, down, module.weight.shape, scale, conv)
+    out_slice = None if offset is None else (int(offset[1]), int(offset[2]))
+    factors = factors_for_layer(up, down, module.weight.shape, scale, conv, out_slice)
     if factors is None:
-        return None, f"{key}: LoRA shapes {tuple(up.shape)} x {tuple(down.shape)} do not fit {tuple(module.weight.shape)}"
+        where = "" if out_slice is None else f" rows {out_slice[0]}..{sum(out_slice)} of"
+        return None, (f"{key}: LoRA shapes {tuple(up.shape)} x {tuple(down.shape)} do not fit{where} "
+                      f"{tuple(module.weight.shape)}")
     return factors, None
 
 
@@ -103,7 +110,7 @@ class LoraBypass:
         return self._cast[key]
 
     def _forward_hook(self, path):
-        convs = [f.conv for f in self.layers[path]]
+        factors = self.layers[path]
 
         def hook(module, args, output):
             rows = self._rows
@@ -115,7 +122,8 @@ class LoraBypass:
                     f"unmerged LoRA: layer {path} saw a batch of {x.shape[0]} rows, the model call had "
                     f"{self._n_rows}; this model reshapes its batch. Set lora_route to 'hooks'."
                 )
-            delta = summed_delta(select_rows(x, rows), convs, self._factors_on(path, x.device, x.dtype))
+            pairs = self._factors_on(path, x.device, x.dtype)
+            delta = summed_delta(select_rows(x, rows), factors, pairs, module.weight.shape[0])
             return add_rows(output, rows, delta)
 
         return hook

@@ -8,6 +8,9 @@ import torch
 from comfy_aig.core.aig import (
     AIGError,
     AIGWeighting,
+    FlowProgress,
+    FluxProgress,
+    TimestepProgress,
     mix_predictions,
     plan_branches,
     progress_from_timestep,
@@ -100,7 +103,7 @@ def test_tolerance_out_of_range(bad):
 
 
 def test_weighting_follows_power_schedule_of_sigma_progress():
-    weighting = AIGWeighting(make_schedule("power", p=2.0), t_max=999.0)
+    weighting = AIGWeighting(make_schedule("power", p=2.0), TimestepProgress(999.0))
     for t in [999.0, 800.0, 500.0, 123.0, 0.0]:
         s = 1.0 - t / 999.0
         assert weighting.weight(t) == pytest.approx(s**2, abs=1e-12)
@@ -109,7 +112,7 @@ def test_weighting_follows_power_schedule_of_sigma_progress():
 
 
 def test_weighting_window_runs_one_branch_outside():
-    weighting = AIGWeighting(make_schedule("linear", start=0.4, end=0.6), t_max=1000.0)
+    weighting = AIGWeighting(make_schedule("linear", start=0.4, end=0.6), TimestepProgress(1000.0))
     assert weighting.plan([900.0]).uniform == 0.0  # s = 0.1, before the window
     assert weighting.plan([100.0]).uniform == 1.0  # s = 0.9, after it
     inside = weighting.plan([500.0]).uniform
@@ -118,4 +121,35 @@ def test_weighting_window_runs_one_branch_outside():
 
 def test_weighting_rejects_non_schedule():
     with pytest.raises(AIGError, match="Schedule"):
-        AIGWeighting("power", t_max=999.0)
+        AIGWeighting("power", TimestepProgress(999.0))
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0, 6.0])
+def test_flow_progress_inverts_the_time_shift(shift):
+    """SD3: sigma = a u / (1 + (a - 1) u) at u = 1 - s; the map returns s (ends exact)."""
+    progress = FlowProgress(shift)
+    assert progress(1.0) == 0.0 and progress(0.0) == 1.0
+    for s in [0.1, 0.25, 0.5, 0.9]:
+        u = 1.0 - s
+        assert progress(shift * u / (1 + (shift - 1) * u)) == pytest.approx(s, abs=1e-12)
+
+
+@pytest.mark.parametrize("mu", [0.5, 1.15, 3.0])
+def test_flux_progress_inverts_the_time_shift(mu):
+    """Flux: sigma = e^mu / (e^mu + 1/u - 1) at u = 1 - s; the map returns s (ends exact)."""
+    progress = FluxProgress(mu)
+    assert progress(1.0) == 0.0 and progress(0.0) == 1.0
+    for s in [0.1, 0.25, 0.5, 0.9]:
+        u = 1.0 - s
+        assert progress(math.exp(mu) / (math.exp(mu) + (1 / u - 1))) == pytest.approx(s, abs=1e-12)
+
+
+def test_shifted_progress_is_monotone_and_rejects_nan():
+    for progress in (FlowProgress(3.0), FluxProgress(1.15), TimestepProgress(999.0)):
+        grid = [i / 50 for i in range(51)] if not isinstance(progress, TimestepProgress) else range(0, 1000, 20)
+        values = [progress(v) for v in grid]
+        assert all(b <= a for a, b in zip(values, values[1:]))  # more noise, less progress
+        with pytest.raises(AIGError, match="NaN"):
+            progress(float("nan"))
+    with pytest.raises(AIGError, match="timestep range"):
+        TimestepProgress(0.0)

@@ -76,8 +76,28 @@ def test_stacked_loras_sum():
     factors = [factors_for_layer(up, down, weight.shape, scale, None) for (up, down), scale in zip(pairs, (0.5, -1.5))]
     x = torch.randn(7, 5, generator=g, dtype=DT)
     merged = F.linear(x, weight + 0.5 * pairs[0][0] @ pairs[0][1] - 1.5 * pairs[1][0] @ pairs[1][1])
-    delta = summed_delta(x, [None, None], [cast_factors(f, "cpu", DT) for f in factors])
+    delta = summed_delta(x, factors, [cast_factors(f, "cpu", DT) for f in factors], weight.shape[0])
     assert torch.allclose(F.linear(x, weight) + delta, merged, rtol=1e-12, atol=1e-12)
+
+
+def test_sliced_loras_on_a_fused_projection_equal_the_merged_slices():
+    """Flux / SD3 fused qkv: a LoRA on q (rows 0..4) and one on v (rows 8..12) of a [12, 5] weight, plus a
+    full-width one, equal W with each delta merged into its rows (ComfyUI's offset patches)."""
+    g = torch.Generator().manual_seed(8)
+    weight = torch.randn(12, 5, generator=g, dtype=DT)
+    (uq, dq), (uv, dv), (uf, df) = _pair(4, 2, (5,), seed=9), _pair(4, 3, (5,), seed=10), _pair(12, 2, (5,), seed=11)
+    factors = [factors_for_layer(uq, dq, weight.shape, 0.5, None, (0, 4)),
+               factors_for_layer(uv, dv, weight.shape, -2.0, None, (8, 4)),
+               factors_for_layer(uf, df, weight.shape, 0.25, None)]
+    merged_weight = weight.clone()
+    merged_weight[0:4] += 0.5 * uq @ dq
+    merged_weight[8:12] += -2.0 * uv @ dv
+    merged_weight += 0.25 * uf @ df
+    x = torch.randn(3, 7, 5, generator=g, dtype=DT)  # [B, L, in]: a transformer's tokens
+    delta = summed_delta(x, factors, [cast_factors(f, "cpu", DT) for f in factors], weight.shape[0])
+    assert torch.allclose(F.linear(x, weight) + delta, F.linear(x, merged_weight), rtol=1e-12, atol=1e-12)
+    assert factors_for_layer(uq, dq, weight.shape, 1.0, None, (10, 4)) is None  # the slice leaves the weight
+    assert factors_for_layer(uq, dq, weight.shape, 1.0, None, (0, 5)) is None  # up does not fit the slice
 
 
 def test_shapes_that_do_not_fit_are_refused():

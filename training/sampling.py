@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.aig import AIGWeighting, BranchPlan, mix_predictions
+from ..core.aig import AIGWeighting, BranchPlan, TimestepProgress, mix_predictions
 from ..core.schedules import Schedule, make_schedule
 
 MODES = ("base", "tuned", "aig")
@@ -234,7 +234,7 @@ def tuned_weighting(mode: str, schedule: Schedule | None, num_train_timesteps: i
         raise ValueError("mode='aig' needs a schedule (comfy_aig.core.schedules.make_schedule(...))")
     fixed = {"base": 0.0, "tuned": 1.0}
     weights = schedule if mode == "aig" else make_schedule("constant", value=fixed[mode])
-    return AIGWeighting(weights, t_max=num_train_timesteps - 1, t_min=0.0)
+    return AIGWeighting(weights, TimestepProgress(t_max=num_train_timesteps - 1))
 
 
 def mixed_output(model: DiffusionModel, x, t, cond, uncond, guidance_scale, plan: BranchPlan) -> tuple[torch.Tensor, int]:

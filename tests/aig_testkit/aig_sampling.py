@@ -82,6 +82,16 @@ def denoise_once(model, positive, negative, cfg, x, sigma) -> torch.Tensor:
     """CFG denoised x0 of `model` at (x, sigma), through a plain CFGGuider and a one-call custom sampler."""
     import comfy.samplers
 
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    return guider_denoise_once(guider, x, sigma)
+
+
+def guider_denoise_once(guider, x, sigma) -> torch.Tensor:
+    """The denoised x0 one model call of `guider` returns at (x, sigma) (a one-call custom sampler)."""
+    import comfy.samplers
+
     captured = {}
 
     def capture(model_k, _scaled_noise, sigmas, extra_args=None, callback=None, disable=None):
@@ -89,9 +99,6 @@ def denoise_once(model, positive, negative, cfg, x, sigma) -> torch.Tensor:
         captured["x0"] = model_k(x, sigmas[0] * s_in, **(extra_args or {}))
         return x
 
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative)
-    guider.set_cfg(cfg)
     sigmas = torch.tensor([float(sigma), 0.0])
     zeros = torch.zeros_like(x)
     guider.sample(zeros, zeros, comfy.samplers.KSAMPLER(capture), sigmas, disable_pbar=True, seed=0)
