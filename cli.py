@@ -13,6 +13,7 @@ COMMANDS = {
     "schedule": ("training.schedule_cli", "Print the AIG weight gamma(s) of a schedule at each sampling step."),
     "train": ("training.train_cli", "DRaFT LoRA finetuning of SD1.x/SDXL on a differentiable reward (KL, resume, torchrun)."),
     "sample": ("training.sample_cli", "Sample PNGs outside ComfyUI: base model, a LoRA at a scale, or AIG."),
+    "evaluate": ("training.evaluate", "Sweep base, LoRA scaling, AIG and KL LoRAs over a prompt set into an evaluation report (torchrun, resumable)."),
     "verify-lora": ("training.verify_lora", "Check a kohya LoRA against a base checkpoint: matched modules, scale."),
     "demo": ("training.demo.demo_cli", "CPU demo: DRaFT reward hacking on a toy world and the AIG reward-diversity front."),
 }

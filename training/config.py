@@ -183,8 +183,9 @@ class TrainConfig:
     output: OutputSection = field(default_factory=OutputSection)
 
 
-def _section_types() -> dict[str, type]:
-    return {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)}
+def _section_types(root: type | None = None) -> dict[str, type]:
+    """{section name: section dataclass} of a root config dataclass (TrainConfig unless given)."""
+    return {f.name: f.default_factory for f in dataclasses.fields(root or TrainConfig)}
 
 
 def _coerce(section: str, f: dataclasses.Field, value):
@@ -198,9 +199,11 @@ def _coerce(section: str, f: dataclasses.Field, value):
     return value
 
 
-def config_from_dict(data: dict) -> TrainConfig:
-    """Build and validate a TrainConfig; unknown sections or keys are errors listing the valid ones."""
-    sections = _section_types()
+def config_from_dict(data: dict, root: type | None = None):
+    """Build and validate a root config (TrainConfig unless given); unknown sections or keys are errors
+    listing the valid ones."""
+    root = root or TrainConfig
+    sections = _section_types(root)
     unknown = sorted(set(data) - set(sections))
     if unknown:
         raise ConfigError(f"unknown config section(s) {unknown}; valid sections: {', '.join(sections)}")
@@ -214,7 +217,7 @@ def config_from_dict(data: dict) -> TrainConfig:
         if bad:
             raise ConfigError(f"unknown key(s) {bad} in [{name}]; valid keys: {', '.join(fields)}")
         built[name] = cls(**{k: _coerce(name, fields[k], v) for k, v in values.items()})
-    return TrainConfig(**built)
+    return root(**built)
 
 
 def config_to_dict(config: TrainConfig) -> dict:
@@ -247,21 +250,29 @@ def resolve_preset(name_or_path: str) -> Path:
     raise FileNotFoundError(f"config {name_or_path!r} is neither a file nor a preset; presets: {', '.join(presets)}")
 
 
-def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a TOML config (or preset) and apply `section.key=value` overrides; validated."""
+def read_config_data(path: str | None, overrides: list[str] = ()) -> dict:
+    """The TOML of a config file or preset with `section.key=value` overrides applied (not yet validated)."""
     data: dict = {}
     if path:
-        data = tomllib.loads(resolve_preset(path).read_text())
+        try:
+            data = tomllib.loads(resolve_preset(path).read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config {path} is not valid TOML ({error}); fix the line it names") from None
     for text in overrides:
         section, key, value = parse_override(text)
         data.setdefault(section, {})[key] = value
-    return config_from_dict(data)
+    return data
 
 
-def describe_fields() -> str:
+def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a TOML config (or preset) and apply `section.key=value` overrides; validated."""
+    return config_from_dict(read_config_data(path, overrides))
+
+
+def describe_fields(root: type | None = None) -> str:
     """Human-readable reference of every section and key with its default and help text."""
     lines = []
-    for name, cls in _section_types().items():
+    for name, cls in _section_types(root).items():
         lines.append(f"[{name}]  {cls.__doc__}")
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
