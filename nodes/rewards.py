@@ -59,6 +59,12 @@ def summarize(kind: str, scores: list[float], order: list[int] | None = None) ->
     return head + f"\n{label}: " + ", ".join(f"#{i}: {scores[i]:.4f}" for i in idx)
 
 
+def scored_previews(images: torch.Tensor, scores: list[float], text: str, cls) -> dict:
+    """ui dict: temp previews of the images, their scores in the same order (web/ draws each on its preview)
+    and the summary text."""
+    return {**ui.PreviewImage(images, cls=cls).as_dict(), "aig_scores": [float(s) for s in scores], "text": [text]}
+
+
 def _prompt_inputs(optional: bool = False) -> list:
     return [
         io.String.Input("prompt", multiline=True, default="", optional=optional,
@@ -95,7 +101,7 @@ class AIGScoreImages(io.ComfyNode):
         prompts = prompts_for_batch(prompt, prompt_per_line, images.shape[0])
         scores = score_images(reward_model, images, prompts, chunk_size).tolist()
         text = summarize(reward_model.kind, scores)
-        return io.NodeOutput(scores, text, ui=ui.PreviewText(text))
+        return io.NodeOutput(scores, text, ui=scored_previews(images, scores, text, cls))
 
 
 def _single(values, name, default=None):
@@ -189,7 +195,8 @@ class AIGRankImages(io.ComfyNode):
         order, ranked, top, rest, lat_top, lat_rest = rank(batch, values, k, lat)
         sorted_scores = [values[i] for i in order.tolist()]
         text = summarize(kind, values, order.tolist())
-        return io.NodeOutput(ranked, top, lat_top, rest, lat_rest, sorted_scores, text, ui=ui.PreviewText(text))
+        return io.NodeOutput(ranked, top, lat_top, rest, lat_rest, sorted_scores, text,
+                             ui=scored_previews(ranked, sorted_scores, text, cls))
 
 
 REWARD_NODES = [*REWARD_LOADER_NODES, AIGScoreImages, AIGRankImages]

@@ -14,7 +14,8 @@ from comfy_aig.training.demo.model import DemoBaseModel
 from comfy_aig.training.demo.pipeline import DemoConfig
 
 METHODS = {"base", "tuned", "aig", "aig-window", "lora-scale"}
-METRICS = ("reward_mean", "reward_std", "scd", "log_scd", "recall", "precision", "vendi", "fid", "nfe_per_image")
+DIVERSITY = ("scd", "log_scd", "recall", "precision", "vendi", "fid")
+METRICS = ("reward_mean", "reward_std", *DIVERSITY, *("pixel_" + k for k in DIVERSITY), "nfe_per_image")
 
 
 @pytest.mark.slow
@@ -38,11 +39,16 @@ def test_quick_demo_writes_outputs_and_shows_reward_hacking(tmp_path):
             assert isinstance(p[key], (int, float)), (p["label"], key)
     base = next(p for p in points if p["method"] == "base")
     tuned = next(p for p in points if p["method"] == "tuned")
-    # reward hacking: the tuned model's reward beats the base while its diversity drops
+    # reward hacking: the tuned model's reward beats the base while its diversity drops, in both spaces
     assert tuned["reward_mean"] > base["reward_mean"] + 0.1
-    assert tuned["vendi"] < base["vendi"]
-    assert tuned["scd"] > 0 and base["scd"] == 0.0
-    assert tuned["recall"] < base["recall"]
+    for prefix in ("", "pixel_"):  # feature-net features (primary), then 8x8 pixels
+        assert tuned[prefix + "vendi"] < base[prefix + "vendi"], prefix
+        assert tuned[prefix + "scd"] > 0 and base[prefix + "scd"] == 0.0, prefix
+        assert tuned[prefix + "recall"] < base[prefix + "recall"], prefix
+    assert report["reward_name"] == "yellowness"
+    assert set(report["feature_net"]["held_out_accuracy"]) == {"clean", "nuisance"}
+    rows = report["comparison"]
+    assert rows and all(r["lora_scale_vendi"] is None or "lora_scale_pixel_vendi" in r for r in rows)
     curve = report["training"]["draft"]["curve"]
     assert curve[-1]["reward_mean"] > curve[0]["reward_mean"]
     # AIG costs more evaluations than one model, the window variant less than full AIG
@@ -52,6 +58,9 @@ def test_quick_demo_writes_outputs_and_shows_reward_hacking(tmp_path):
     assert all(w["nfe_per_image"] < min(p["nfe_per_image"] for p in aig) for w in window)
     md = (out / "report.md").read_text()
     assert "| point |" in md and "Conclusion" in md and tuned["label"] in md
+    assert "## Points: feature-net features (primary)" in md and "## Points: 8x8-pooled pixels" in md
+    assert "FID (feature net)" in md and "FID (pixels)" in md
+    assert "## Matched-reward comparison: feature net" in md
 
 
 @pytest.mark.slow
@@ -68,3 +77,34 @@ def test_demo_is_deterministic_for_a_seed(tmp_path):
         for key in METRICS:
             assert p[key] == pytest.approx(q[key], rel=1e-6, abs=1e-9), (p["label"], key)
     assert first["training"]["draft"]["curve"] == second["training"]["draft"]["curve"]
+
+
+@pytest.mark.slow
+def test_demo_seeds_and_rewards_give_mean_std_reports(tmp_path, monkeypatch):
+    """--seeds and --reward on a tiny model: per-seed folders, one mean ± std report per reward, an index."""
+    from comfy_aig.training.demo import pipeline
+
+    torch.manual_seed(0)
+    base_file = tmp_path / "base.safetensors"
+    DemoBaseModel(TINY).save(base_file)
+    tiny = {"steps": 2, "eval_images": 8, "eval_chunk": 8, "train_steps": 1, "train_batch": 2, "aig_powers": [2.0],
+            "lora_scales": [0.5], "kl_weights": [], "aig_windows": [], "grid_images": 2}
+    monkeypatch.setattr(pipeline.DemoConfig, "quick", classmethod(lambda cls, seed=0, reward="yellowness":
+                                                                  cls(seed=seed, reward=reward, **tiny)))
+    out = tmp_path / "multi"
+    assert main(["demo", "--quick", "--out", str(out), "--base-model", str(base_file),
+                 "--reward", "yellowness", "classifier-blue", "--seeds", "0", "1"]) == 0
+    for reward in ("yellowness", "classifier-blue"):
+        folder = out / reward
+        for seed in (0, 1):
+            assert (folder / f"seed_{seed}" / "report.json").is_file()
+        report = json.loads((folder / "report.json").read_text())
+        assert report["seeds"] == [0, 1] and report["reward_name"] == reward
+        for p in report["points"]:
+            for key in METRICS[:-1]:
+                assert isinstance(p[key], float) and p[f"{key}_std"] >= 0, (p["label"], key)
+        assert (folder / "pareto.png").is_file()
+        md = (folder / "report.md").read_text()
+        assert "±" in md and "## Points: 8x8-pooled pixels" in md
+    index = (out / "report.md").read_text()
+    assert "yellowness/report.md" in index and "classifier-blue/report.md" in index

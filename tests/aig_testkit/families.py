@@ -63,17 +63,60 @@ def _config(name: str):
     raise ValueError(f"unknown family {name!r}; use one of {FAMILIES}")
 
 
+REAL_SIZE_UNET = {  # the true SD1.5 and SDXL UNets (860M, 2.57B parameters), as ComfyUI detects them
+    "sd15": {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+             "adm_in_channels": None, "in_channels": 4, "out_channels": 4, "model_channels": 320,
+             "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+             "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "channel_mult": [1, 2, 4, 4],
+             "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768,
+             "use_temporal_resblock": False, "use_temporal_attention": False, "num_heads": 8, "num_head_channels": -1},
+    "sdxl": {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+             "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4, "out_channels": 4,
+             "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
+             "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "channel_mult": [1, 2, 4],
+             "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": 2048,
+             "use_temporal_resblock": False, "use_temporal_attention": False, "num_head_channels": 64},
+}
+REAL_SIZE_CONDS = {"sd15": (768, None), "sdxl": (2048, 1280)}  # (context width, pooled width)
+
+
+def real_size_model(name: str, seed: int = 0):
+    """CPU ModelPatcher of a random-weight SD1.5 or SDXL UNet of the true size (it times like the real one)."""
+    import comfy.model_base as mb
+    import comfy.supported_models as sm
+
+    config = (sm.SD15 if name == "sd15" else sm.SDXL)(dict(REAL_SIZE_UNET[name]))
+    return _patcher(config, mb.BaseModel if name == "sd15" else mb.SDXL, mb.ModelType.EPS, seed, std=0.02)
+
+
+def real_size_conds(name: str, seed: int = 0):
+    """(positive, negative) of CLIP-shaped random embeddings [1, 77, width] (+ pooled for SDXL)."""
+    width, pooled = REAL_SIZE_CONDS[name]
+    gen = torch.Generator().manual_seed(seed)
+
+    def one():
+        extra = {} if pooled is None else {"pooled_output": torch.randn(1, pooled, generator=gen)}
+        return [[torch.randn(1, 77, width, generator=gen), extra]]
+
+    return one(), one()
+
+
 def tiny_model(name: str, seed: int = 0):
     """CPU ModelPatcher of a random-weight tiny model of the family (float32)."""
+    config, model_class, model_type = _config(name)
+    return _patcher(config, model_class, model_type, seed, std=0.05)
+
+
+def _patcher(config, model_class, model_type, seed: int, std: float):
+    """The model with every diffusion-model parameter drawn from N(0, std^2), in a CPU ModelPatcher."""
     import comfy.model_patcher
 
-    config, model_class, model_type = _config(name)
     config.set_inference_dtype(torch.float32, None)
     model = model_class(config, model_type=model_type, device="cpu")
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.diffusion_model.parameters():  # ComfyUI's layers skip init: fill every one
-            parameter.copy_(torch.randn(parameter.shape, generator=gen) * 0.05)
+            parameter.copy_(torch.randn(parameter.shape, generator=gen) * std)
     model.eval()
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
@@ -106,7 +149,7 @@ def noise_for(fam: Family, batch: int = 1, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, fam.latent_channels, fam.latent_size, fam.latent_size, generator=gen)
 
 
-def lora_key_layout(model, layout: str, limit: int = 6) -> dict:
+def lora_key_layout(model, layout: str, limit: int | None = 6, attention_only: bool = False) -> dict:
     """{LoRA key prefix: model key or (model key, offset)} of one real key layout, from ComfyUI's key map.
 
     layout: "kohya" (lora_unet_...), "diffusers" (diffusion_model.* / transformer.* with peft lora_A/B),
@@ -123,15 +166,18 @@ def lora_key_layout(model, layout: str, limit: int = 6) -> dict:
               if k.startswith(wanted) and target(v) in weights and weights[target(v)].ndim == 2}
     # attention projections first, and among them the ones ComfyUI maps onto fused qkv slices
     order = sorted(chosen.items(), key=lambda kv: (not isinstance(kv[1], tuple), "attn" not in kv[0], kv[0]))
+    if attention_only:
+        order = [kv for kv in order if "attn" in kv[0]]
     return dict(order[:limit])
 
 
-def lora_state_dict(model, layout: str, rank: int = 4, seed: int = 0, limit: int = 6) -> dict:
+def lora_state_dict(model, layout: str, rank: int = 4, seed: int = 0, limit: int | None = 6,
+                    attention_only: bool = False) -> dict:
     """A LoRA in that layout: up/down (or lora_B/lora_A) and alpha per layer, sized from the model's weights."""
     gen = torch.Generator().manual_seed(seed)
     weights = model.model.state_dict()
     state = {}
-    for prefix, target in lora_key_layout(model, layout, limit).items():
+    for prefix, target in lora_key_layout(model, layout, limit, attention_only).items():
         key, offset = (target, None) if isinstance(target, str) else target
         out_features, in_features = weights[key].shape[0], weights[key].shape[1]
         if offset is not None:

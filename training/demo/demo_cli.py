@@ -1,9 +1,14 @@
-"""`comfy-aig demo [--out DIR] [--quick]`: reward hacking by DRaFT and the AIG reward-diversity front on CPU.
+"""`comfy-aig demo [--out DIR] [--quick] [--reward NAME ...] [--seeds S ...]`: reward hacking and the AIG front on CPU.
 
 Steps: load the shipped toy base model, sample the base reference set, train a DRaFT-1 LoRA on
-the yellowness reward (and one per KL weight), export each LoRA as a kohya file and load it back,
+the chosen reward (and one per KL weight), export each LoRA as a kohya file and load it back,
 then sample every point (base, tuned, AIG power p, cost-aware AIG windows, LoRA scales, KL) on the
 same prompts and noise, and write report.json, report.md, pareto.png and grids/<method>.png.
+Diversity is measured in two spaces: the demo feature net's penultimate features (primary table,
+the demo's Inception) and 8x8-pooled pixels (second table).
+
+With several seeds each seed's run goes to seed_<s>/ and the folder's report gives mean and std per point
+(aggregate.py); with several rewards each reward gets its own folder <reward>/ and out/report.md links them.
 """
 
 from __future__ import annotations
@@ -22,19 +27,40 @@ DETERMINISM_NOTE = ("Same seed, same machine and thread count: identical numbers
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `comfy-aig demo`."""
     parser.add_argument("--out", type=Path, default=Path("aig_demo"), help="output folder (default ./aig_demo)")
-    parser.add_argument("--quick", action="store_true", help="smaller run for CI (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller run for CI (under 1 minute)")
     parser.add_argument("--seed", type=int, default=0, help="seed of prompts, noise and LoRA init (default 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="repeat training and evaluation over these seeds and report mean and std (overrides --seed)")
+    parser.add_argument("--reward", nargs="+", default=["yellowness"], metavar="NAME",
+                        help="reward(s) to hack: yellowness (texture hack) and/or classifier-blue (mode collapse); "
+                             "default yellowness")
     parser.add_argument("--base-model", type=Path, default=None,
                         help="demo base model .safetensors (default: the one shipped in training/demo)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo into args.out; returns 0."""
+    """Run the demo into args.out for every reward and seed; returns 0."""
+    from .aggregate import aggregate_reports, write_aggregate, write_index
     from .pipeline import DemoConfig
+    from .reward import REWARDS
 
-    cfg = DemoConfig.quick(args.seed) if args.quick else DemoConfig.full(args.seed)
-    report = run_demo(cfg, Path(args.out), args.base_model)
-    logger.info("demo done in %.0f s: %s", report["seconds_total"], Path(args.out) / "report.md")
+    for name in args.reward:
+        if name not in REWARDS:
+            raise SystemExit(f"comfy-aig demo: unknown reward '{name}'; valid: {', '.join(REWARDS)}")
+    seeds = list(dict.fromkeys(args.seeds)) if args.seeds else [args.seed]
+    out, start, folders = Path(args.out), time.time(), {}
+    for name in dict.fromkeys(args.reward):
+        folder = out if len(args.reward) == 1 else out / name
+        folders[name] = folder
+        reports = []
+        for seed in seeds:
+            cfg = DemoConfig.quick(seed, name) if args.quick else DemoConfig.full(seed, name)
+            reports.append(run_demo(cfg, folder if len(seeds) == 1 else folder / f"seed_{seed}", args.base_model))
+        if len(seeds) > 1:
+            write_aggregate(folder, aggregate_reports(reports))
+    if len(folders) > 1:
+        write_index(out, folders, round(time.time() - start, 1))
+    logger.info("demo done in %.0f s: %s", time.time() - start, out / "report.md")
     return 0
 
 
@@ -43,13 +69,13 @@ def run_demo(cfg, out: Path, base_model_path: Path | None = None, figures: bool 
     import torch
 
     from .model import DemoBaseModel
-    from .reward import YellownessReward
+    from .reward import make_reward
 
     start = time.time()
     (out / "grids").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     base = DemoBaseModel.load(base_model_path)
-    reward = YellownessReward()
+    reward = make_reward(cfg.reward)
     training, models = train_adapters(base, reward, cfg, out)
     points, grid_rows = evaluate_points(models, reward, cfg, base.latent_shape)
     if figures:
@@ -75,28 +101,28 @@ def train_adapters(base, reward, cfg, out: Path) -> tuple[dict, dict]:
     return training, models
 
 
-def evaluate_points(models: dict, reward, cfg, latent_shape) -> tuple[list[dict], dict]:
+def evaluate_points(models: dict, reward, cfg, latent_shape, extractors: dict | None = None) -> tuple[list[dict], dict]:
     """Every sweep point on the shared prompts and noise: (report entries, image rows per method for the grids)."""
     from . import pipeline as pl
-    from .reward import normalise_features
 
+    extractors = extractors or pl.feature_extractors()
     prompts, noise = pl.eval_inputs(cfg, latent_shape)
     points, grid_rows = [], {}
-    ref_raw = ref_features = None  # the base point's features: the diversity reference of every point
+    refs = None  # the base point's features in every space: the diversity reference of every point
     for point in pl.sweep_points(cfg):
         t0 = time.time()
         model = models["base" if point.mode == "base" else point.adapter]
         images, nfe = pl.sample_point(model, point, cfg, prompts, noise)
         if point.method == "base":
-            ref_raw = reward.image_features(images)
-            ref_features = normalise_features(ref_raw)[0]
-        metrics = pl.point_metrics(reward, images, ref_features, ref_raw)
+            refs = pl.reference_features(extractors, images)
+        metrics = pl.point_metrics(reward, images, refs, extractors)
         entry = {**pl.describe(point), **{k: round(float(v), 6) for k, v in metrics.items()},
                  "nfe_per_image": nfe, "seconds": round(time.time() - t0, 1)}
         points.append(entry)
         grid_rows.setdefault(point.method, []).append(images[: cfg.grid_images])
-        logger.info("%-34s reward %.3f  vendi %.2f  scd %.1f  recall %.3f  nfe %d", point.label,
-                    entry["reward_mean"], entry["vendi"], entry["scd"], entry["recall"], nfe)
+        logger.info("%-34s reward %.3f  vendi %.2f  scd %.1f  recall %.3f  (pixels: vendi %.2f scd %.1f)  nfe %d",
+                    point.label, entry["reward_mean"], entry["vendi"], entry["scd"], entry["recall"],
+                    entry["pixel_vendi"], entry["pixel_scd"], nfe)
     return points, grid_rows
 
 
@@ -115,12 +141,15 @@ def build_report(cfg, base, base_model_path: Path | None, training: dict, points
     import torch
 
     from . import pipeline as pl
+    from .reward import REWARDS
 
     return {
         "config": vars(cfg) if not hasattr(cfg, "__dataclass_fields__") else _config_dict(cfg),
         "base_model": {"unet_parameters": sum(p.numel() for p in base.unet.parameters()),
                        "file": str(base_model_path or "shipped")},
-        "reward": "yellowness = mean(min(R, G) - B)",
+        "reward": REWARDS[cfg.reward][0],
+        "reward_name": cfg.reward,
+        "feature_net": feature_net_record(),
         "eval_prompts": list(pl.EVAL_PROMPTS),
         "training": training,
         "points": points,
@@ -136,8 +165,8 @@ def write_outputs(out: Path, report: dict, figures: bool) -> None:
 
     write_json(out / "report.json", report)
     if figures:
-        pareto_plot(out / "pareto.png", report["points"])
-    write_markdown(out / "report.md", report, conclusion_text(report["comparison"]))
+        pareto_plot(out / "pareto.png", report["points"], report.get("reward_name", "reward"))
+    write_markdown(out / "report.md", report, conclusion_text(report["comparison"], 1))
 
 
 def _config_dict(cfg) -> dict:
@@ -154,37 +183,85 @@ def _interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
     return None
 
 
+def feature_net_record() -> dict:
+    """The shipped feature net's training record (command, time, held-out accuracy) from its JSON."""
+    import json
+
+    from .featnet import PACKAGE_DIR, RECORD_NAME
+
+    path = PACKAGE_DIR / RECORD_NAME
+    if not path.is_file():
+        return {}
+    training = json.loads(path.read_text()).get("training", {})
+    return {k: training[k] for k in ("command", "seconds", "held_out_accuracy", "parameters") if k in training}
+
+
+# metrics of the matched-reward comparison: (key, title, +1 if higher is better)
+COMPARED = (("vendi", "Vendi", 1), ("scd", "SCD", -1), ("log_scd", "log-SCD", -1), ("recall", "recall", 1),
+            ("fid", "FID", -1))
+BASELINES = (("lora_scale", "LoRA scaling", ("base", "lora-scale", "tuned")), ("kl", "KL training", ("base", "kl", "tuned")))
+
+
 def compare_at_matched_reward(points: list[dict]) -> list[dict]:
-    """For each AIG and KL point: LoRA scaling's Vendi / SCD / recall interpolated at the same reward."""
-    curve = sorted([p for p in points if p["method"] in ("base", "lora-scale", "tuned")],
-                   key=lambda p: p["reward_mean"])
-    rewards = [p["reward_mean"] for p in curve]
+    """For each AIG and KL point: each baseline curve's metrics (both spaces) interpolated at the same reward.
+
+    Baselines: LoRA scaling (base - scales - tuned) and KL training (base - lambdas - tuned, lambda = 0 is DRaFT).
+    Keys: point_<m>, lora_scale_<m>, kl_<m> for m in COMPARED and pixel_<m> (None outside the curve's reward range).
+    """
+    keys = [prefix + key for _, prefix in (("featnet", ""), ("pixels", "pixel_")) for key, _, _ in COMPARED]
+    curves = {}
+    for name, _, methods in BASELINES:
+        curve = sorted([p for p in points if p["method"] in methods], key=lambda p: p["reward_mean"])
+        curves[name] = curve if any(p["method"] == methods[1] for p in curve) else []
     rows = []
     for p in points:
         if p["method"] not in ("aig", "aig-window", "kl"):
             continue
         row = {"label": p["label"], "method": p["method"], "reward_mean": p["reward_mean"]}
-        for key in ("vendi", "scd", "log_scd", "recall"):
+        for key in keys:
             row[f"point_{key}"] = p[key]
-            row[f"lora_scale_{key}"] = _interpolate(rewards, [c[key] for c in curve], p["reward_mean"])
+            for name, curve in curves.items():
+                if name == "kl" and p["method"] == "kl":
+                    continue
+                row[f"{name}_{key}"] = (_interpolate([c["reward_mean"] for c in curve], [c[key] for c in curve],
+                                                     p["reward_mean"]) if curve else None)
         rows.append(row)
     return rows
 
 
-def conclusion_text(rows: list[dict]) -> str:
-    """Per method and metric: at how many matched-reward points it beats LoRA scaling."""
-    lines = ["At matched reward (the LoRA-scaling curve base - scales - tuned, interpolated linearly at each "
-             "point's reward):"]
-    metrics = (("vendi", "Vendi", 1), ("scd", "SCD", -1), ("log_scd", "log-SCD", -1), ("recall", "recall", 1))
+def conclusion_text(rows: list[dict], seeds: int) -> str:
+    """Per method, baseline and metric: at how many matched-reward points it is better / worse (beyond spread)."""
+    lines = ["At matched reward (each baseline curve interpolated linearly at the point's reward; "
+             "primary metrics on feature-net features, pixel metrics in brackets):"]
     for method, name in (("aig", "AIG power"), ("aig-window", "cost-aware AIG"), ("kl", "KL training")):
-        group = [r for r in rows if r["method"] == method and r["lora_scale_vendi"] is not None]
-        outside = len([r for r in rows if r["method"] == method]) - len(group)
-        if not group and not outside:
-            continue
-        parts = []
-        for key, label, sign in metrics:
-            wins = sum(sign * (r[f"point_{key}"] - r[f"lora_scale_{key}"]) > 0 for r in group)
-            parts.append(f"{label} better at {wins}/{len(group)}")
-        note = f" ({outside} outside the LoRA-scaling reward range)" if outside else ""
-        lines.append(f"- {name}: " + ", ".join(parts) + note)
+        for base_key, base_name, _ in BASELINES:
+            if method == "kl" and base_key == "kl":
+                continue
+            group = [r for r in rows if r["method"] == method and r.get(f"{base_key}_vendi") is not None]
+            total = len([r for r in rows if r["method"] == method])
+            if not total or not group:
+                continue
+            parts = []
+            for key, label, sign in COMPARED:
+                wins = [_better(r, base_key, key, sign) for r in group]
+                pix = [_better(r, base_key, "pixel_" + key, sign) for r in group]
+                parts.append(f"{label} better at {sum(w is True for w in wins)}/{len(group)}, worse at "
+                             f"{sum(w is False for w in wins)} [pixels: better {sum(w is True for w in pix)}, "
+                             f"worse {sum(w is False for w in pix)}]")
+            note = f" ({total - len(group)} outside the reward range)" if total > len(group) else ""
+            lines.append(f"- {name} vs {base_name}: " + "; ".join(parts) + note)
+    lines.append("(Better / worse counts only differences larger than their std over seeds; the rest are within "
+                 "the spread.)" if seeds > 1 else "(One seed: no spread measured, every difference counts.)")
     return "\n".join(lines)
+
+
+def _better(row: dict, base_key: str, key: str, sign: int) -> bool | None:
+    """True/False if the point beats / loses to the baseline on `key` beyond the spread; None if within or missing."""
+    base = row.get(f"{base_key}_{key}")
+    if base is None:
+        return None
+    diff = sign * (row[f"point_{key}"] - base)
+    spread = row.get(f"diff_std_{base_key}_{key}", 0.0) or 0.0
+    if abs(diff) <= spread or diff == 0:
+        return None
+    return diff > 0

@@ -20,7 +20,7 @@ from ...core.diversity import diversity_metrics
 from ...core.schedules import Schedule, make_schedule
 from ..sampling import Conditioning, DiffusionModel, sample
 from .model import DemoBaseModel
-from .reward import YellownessReward, normalise_features
+from .reward import normalise_features
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class DemoConfig:
     """Sizes and sweeps of one demo run; `full()` and `quick()` are the two presets."""
 
     seed: int = 0
+    reward: str = "yellowness"  # reward.REWARDS name
     steps: int = 10  # DDIM steps for training chains and evaluation
     guidance_scale: float = 3.0
     eval_images: int = 96
@@ -49,12 +50,12 @@ class DemoConfig:
     grid_images: int = 24
 
     @classmethod
-    def full(cls, seed: int = 0) -> DemoConfig:
-        return cls(seed=seed)
+    def full(cls, seed: int = 0, reward: str = "yellowness") -> DemoConfig:
+        return cls(seed=seed, reward=reward)
 
     @classmethod
-    def quick(cls, seed: int = 0) -> DemoConfig:
-        return cls(seed=seed, eval_images=24, eval_chunk=24, train_steps=10, lr=3e-3,
+    def quick(cls, seed: int = 0, reward: str = "yellowness") -> DemoConfig:
+        return cls(seed=seed, reward=reward, eval_images=24, eval_chunk=24, train_steps=10, lr=3e-3,
                    aig_powers=[1.0, 4.0], lora_scales=[0.5], kl_weights=[], aig_windows=[[0.6, 0.8]],
                    grid_images=12)
 
@@ -161,14 +162,40 @@ def sample_point(model: DiffusionModel, point: Point, cfg: DemoConfig, prompts, 
     return torch.cat(chunks), nfe
 
 
-def point_metrics(reward: YellownessReward, images: torch.Tensor, ref_features: torch.Tensor,
-                  ref_raw: torch.Tensor) -> dict:
-    """Reward mean/std and diversity metrics of a point against the base reference features."""
-    scores = reward.score(images, None)
-    raw = reward.image_features(images)
-    _, feats = normalise_features(ref_raw, raw)
-    metrics = diversity_metrics(ref_features, feats, k=5)
-    return {"reward_mean": float(scores.mean()), "reward_std": float(scores.std()), **metrics}
+# metric spaces: the feature net's penultimate layer (primary, keys without prefix) and 8x8-pooled pixels
+SPACES = (("featnet", ""), ("pixels", "pixel_"))
+PIXEL_GRID = 8
+
+
+def feature_extractors(net=None) -> dict:
+    """{space: images [N, 3, 32, 32] -> raw features [N, D]} for SPACES (the feature net loaded once)."""
+    from ...core.features import pixel_features
+    from .reward import FeatureNetFeatures
+
+    featnet = FeatureNetFeatures(net)
+    return {"featnet": lambda x: featnet.image_features(x).detach(),
+            "pixels": lambda x: pixel_features(x, PIXEL_GRID)}
+
+
+def reference_features(extractors: dict, images: torch.Tensor) -> dict:
+    """Per space: (normalised reference features, raw reference features) of the base samples."""
+    out = {}
+    for space, extract in extractors.items():
+        raw = extract(images)
+        out[space] = (normalise_features(raw)[0], raw)
+    return out
+
+
+def point_metrics(reward, images: torch.Tensor, refs: dict, extractors: dict) -> dict:
+    """Reward mean/std and diversity metrics in every space (featnet: no prefix, pixels: pixel_*) against the base."""
+    with torch.no_grad():
+        scores = reward.score(images, None)
+    out = {"reward_mean": float(scores.mean()), "reward_std": float(scores.std())}
+    for space, prefix in SPACES:
+        ref_features, ref_raw = refs[space]
+        _, feats = normalise_features(ref_raw, extractors[space](images))
+        out.update({prefix + k: v for k, v in diversity_metrics(ref_features, feats, k=5).items()})
+    return out
 
 
 def describe(point: Point) -> dict:
