@@ -261,8 +261,9 @@ def test_broken_lora_files_stop_with_their_reason(comfy_server, loras, key, expe
 def test_lora_names_outside_the_folder_are_refused(comfy_server, loras, outside):
     planted = Planted(outside)
     for name in ("../../outside_the_folders0/x.safetensors", f"{outside}/x.safetensors"):
-        message = one_plain_line(comfy_server.execution_error(sampler_graph(loras["ckpt"], lora=name)))
-        assert "UnsafeNameError: LoRA" in message and "Pick one from the list" in message
+        errors = comfy_server.rejections(sampler_graph(loras["ckpt"], lora=name))  # refused at /prompt now
+        assert [e["input"] for e in errors] == ["lora_name"], errors
+        assert "LoRA" in errors[0]["details"] and "Pick one from the list" in one_plain_line(errors[0]["details"])
     assert planted.touched() == []
 
 
