@@ -352,6 +352,37 @@ def test_step_family_shows_only_switch(page, request):
         assert visible_family_widgets(page, node) == visible, family
 
 
+def test_connecting_tuned_model_switches_the_lora_file_off(page, request):
+    path = _first_workflow("AIGSampler", "CheckpointLoaderSimple")
+    page.load_workflow(_load(path), path.stem)
+    node = page.js("return app.graph.nodes.find((n) => n.type === 'AIGSampler' && "
+                   "!n.inputs.find((i) => i.name === 'tuned_model').link).id;")
+
+    def lora_widgets():  # [[value, hidden], ...] of lora_name and lora_strength
+        return page.js("""
+            const n = app.graph.getNodeById(arguments[0]);
+            return ['lora_name', 'lora_strength'].map((k) => {
+                const w = n.widgets.find((w) => w.name === k);
+                return [w.value, Boolean(w.hidden)];
+            });""", node)
+
+    (chosen, _), (strength, _) = lora_widgets()
+    assert chosen != "None", f"{path.name} should use a LoRA file on its AIGSampler"
+    assert lora_widgets() == [[chosen, False], [strength, False]]
+    page.js("""
+        const n = app.graph.getNodeById(arguments[0]);
+        app.graph.nodes.find((m) => m.type === 'CheckpointLoaderSimple').connect(0, n, n.findInputSlot('tuned_model'));
+    """, node)
+    page.settle()
+    assert lora_widgets() == [["None", True], [strength, True]], "a connected tuned_model must switch the file off"
+    page.node_image(node).save(shot(request, "tuned-linked"))
+    saved = next(n for n in page.serialized_graph()["nodes"] if n["id"] == node)
+    assert "None" in saved["widgets_values"] and chosen not in saved["widgets_values"]
+    page.js("const n = app.graph.getNodeById(arguments[0]); n.disconnectInput(n.findInputSlot('tuned_model'));", node)
+    page.settle()
+    assert lora_widgets() == [[chosen, False], [strength, False]], "disconnecting must bring the file back"
+
+
 def _schedule_of(workflow: dict, node_id: int) -> str:
     node = next(n for n in workflow["nodes"] if n["id"] == node_id)
     return next(v for v in node["widgets_values"] if v in ("power", "linear", "step", "sigmoid", "cosine", "constant"))
@@ -456,6 +487,46 @@ def test_run_button_shows_images_scores_and_text(page, site, request):
     assert not our_errors(page), our_errors(page)
 
 
+RESULT_TYPES = ("AIGScoreImages", "AIGRankImages")
+
+
+def overlapping_nodes(page: Browser) -> list[str]:
+    """Pairs of nodes whose boxes (title bar included) overlap in graph coordinates, with position + size."""
+    return page.js("""
+        const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+        const label = (n) => `${n.id} ${n.type} at ${n.pos.map(Math.round)} size ${n.size.map(Math.round)}`;
+        const boxes = app.graph.nodes.map((n) => [n, n.pos[0], n.pos[1] - title, n.pos[0] + n.size[0], n.pos[1] + n.size[1]]);
+        const found = [];
+        for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+            const [a, ax0, ay0, ax1, ay1] = boxes[i], [b, bx0, by0, bx1, by1] = boxes[j];
+            if (ax0 < bx1 && bx0 < ax1 && ay0 < by1 && by0 < ay1) found.push(`${label(a)} / ${label(b)}`);
+        }
+        return found;
+    """)
+
+
+@pytest.mark.parametrize("path", [p for p in WORKFLOWS if {n["type"] for n in _load(p)["nodes"]} & set(RESULT_TYPES)],
+                         ids=lambda p: p.stem)
+def test_results_fit_the_layout_after_a_run(page, site, request, path):
+    _, names = site
+    page.load_workflow(_load(path), path.stem)
+    page.fit_view()
+    assert not overlapping_nodes(page), f"{path.name} overlaps as loaded: {overlapping_nodes(page)}"
+    use_fixture_models(page, names, batch=4, steps=2)
+    watch_run(page)
+    click_run(page)
+    wait_for_run(page)
+    page.fit_view()  # the frontend loads a node's images when it draws the node
+    page.wait_for("""
+        const nodes = app.graph.nodes.filter((n) => arguments[0].includes(n.type));
+        return nodes.every((n) => n.imgs?.length && n.imgs.every((i) => i.naturalWidth > 0)
+                                  && n.widgets.find((w) => w.name === arguments[1])?.value);
+    """, list(RESULT_TYPES), "aig_result_text", what="every Score / Rank node to show its images and text")
+    page.settle()
+    page.screenshot(shot(request, "after-run"))
+    assert not overlapping_nodes(page), f"after a run: {overlapping_nodes(page)}"
+
+
 BAD_VALUES = {
     # a user mistake in the UI: no LoRA file and no tuned_model connected (AIGSampler's validate_inputs)
     "no_tuned_model": ({"lora_name": "None"}, "prompt", None),
@@ -506,7 +577,7 @@ def test_bad_value_gives_exactly_one_message(page, site, request, case):
 
 # -- template browser ----------------------------------------------------------------------------------
 
-def test_template_browser_shows_the_pack_thumbnails(page, request):
+def test_template_browser_shows_the_pack_thumbnails_in_number_order(page, request):
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
     missing = [p.name for p in WORKFLOWS if not p.with_suffix(".jpg").is_file()]
@@ -523,7 +594,8 @@ def test_template_browser_shows_the_pack_thumbnails(page, request):
                   len(WORKFLOWS), what=f"{len(WORKFLOWS)} template cards")
     names = page.js("return [...document.querySelectorAll(\"[data-testid^='template-workflow-']\")].map("
                     "(e) => e.dataset.testid.slice('template-workflow-'.length));")
-    assert sorted(names) == sorted(p.stem for p in WORKFLOWS)
+    numbered = sorted(WORKFLOWS, key=lambda p: (int(p.stem.split(" ", 1)[0]), p.stem))  # "1 ...", "2 ...", ...
+    assert names == [p.stem for p in numbered], "the template browser must list the workflows simplest (1) first"
     for name in names:  # cards load their image when scrolled into view
         page.js("document.querySelector(`[data-testid='template-workflow-${CSS.escape(arguments[0])}']`)"
                 ".scrollIntoView();", name)

@@ -1,7 +1,9 @@
 // comfy-aig frontend extension (entry point): colours the AIG node types and wires the feature modules:
 // - aig_schedule_nodes.js: live gamma(s) plot and family-dependent widgets on the schedule nodes,
 // - aig_text_output.js:    text results of every AIG node shown on the node after a run,
-// - aig_score_overlay.js:  reward scores drawn on the image previews of Score / Rank Images.
+// - aig_score_overlay.js:  reward scores drawn on the image previews of Score / Rank Images,
+// - aig_tuned_inputs.js:   tuned_model link and LoRA file made exclusive on AIG Guider / AIG Sampler,
+// - aig_templates.js:      the pack's workflows listed 1, 2, 3... in the template browser.
 // window.comfyAIG exposes the state for debugging and the browser tests (tests/aig_testkit/browser.py).
 import { app } from "../../scripts/app.js";
 import { getFamilies, loadFamilies } from "./aig_schedule_api.js";
@@ -15,7 +17,9 @@ import {
   SCHEDULE_NODE_TYPES,
   setUpScheduleNode,
 } from "./aig_schedule_nodes.js";
+import { orderTemplateBrowser, packModuleName } from "./aig_templates.js";
 import { patchTextOutputNodeType, TEXT_WIDGET_NAME } from "./aig_text_output.js";
+import { applyTunedVisibility, patchTunedNodeType, TUNED_NODE_TYPES } from "./aig_tuned_inputs.js";
 import { chainMethod, reportError } from "./aig_util.js";
 
 const NODE_COLOUR = "#2a4d3a";
@@ -31,6 +35,7 @@ window.comfyAIG = {
   curveState,
   refreshCurve, // compare a node's widgets with its plot now (the canvas does it on every frame)
   applyFamilyVisibility,
+  applyTunedVisibility,
   widgetNames: { curve: CURVE_WIDGET_NAME, text: TEXT_WIDGET_NAME },
 };
 
@@ -38,6 +43,7 @@ app.registerExtension({
   name: "comfy_aig.nodes",
 
   async init() {
+    orderTemplateBrowser(packModuleName(import.meta.url));
     // awaited by the app before node types are registered, so every schedule node starts with the vocabulary
     await loadFamilies();
   },
@@ -54,6 +60,7 @@ app.registerExtension({
     patchTextOutputNodeType(nodeType, chainMethod);
     if (SCHEDULE_NODE_TYPES.has(nodeData.name)) patchScheduleNodeType(nodeType, chainMethod);
     if (SCORE_NODE_TYPES.has(nodeData.name)) patchScoreNodeType(nodeType, chainMethod);
+    if (TUNED_NODE_TYPES.has(nodeData.name)) patchTunedNodeType(nodeType, chainMethod);
   },
 
   nodeCreated(node) {

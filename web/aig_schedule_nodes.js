@@ -15,13 +15,12 @@ import {
   fetchCurve,
   getFamilies,
 } from "./aig_schedule_api.js";
-import { findWidget, isWidgetLinked, redraw, reportWarning } from "./aig_util.js";
+import { findWidget, isWidgetLinked, redraw, reportWarning, setWidgetHidden } from "./aig_util.js";
 
 export const SCHEDULE_NODE_TYPES = new Set(["AIGGuider", "AIGSampler", "AIGSchedulePreview"]);
 export const CURVE_WIDGET_NAME = "aig_gamma_curve";
 const DEBOUNCE_MS = 150;
 const CURVE_MIN_HEIGHT = 150;
-const HIDDEN_SIZE = () => [0, -4]; // LiteGraph's convention: a widget that takes no vertical space
 
 const COLOURS = {
   background: "#151a17",
@@ -64,22 +63,6 @@ function readScheduleValues(node) {
 
 // ---------------------------------------------------------------------------------------------
 // Family-dependent widgets
-
-/** Hide or show one widget; returns true when it changed. Hidden widgets keep value and serialisation. */
-function setWidgetHidden(widget, hidden) {
-  if (Boolean(widget.hidden) === hidden) return false;
-  if (hidden) {
-    widget.aigOwnComputeSize = Object.hasOwn(widget, "computeSize") ? widget.computeSize : null;
-    widget.computeSize = HIDDEN_SIZE;
-    widget.hidden = true;
-  } else {
-    if (widget.aigOwnComputeSize) widget.computeSize = widget.aigOwnComputeSize;
-    else delete widget.computeSize;
-    delete widget.aigOwnComputeSize;
-    widget.hidden = false;
-  }
-  return true;
-}
 
 /** Show exactly the chosen family's parameters (plus linked ones); returns true when anything changed. */
 export function applyFamilyVisibility(node) {

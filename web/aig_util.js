@@ -67,6 +67,24 @@ export function isWidgetLinked(node, name) {
   return slot?.link != null;
 }
 
+const HIDDEN_SIZE = () => [0, -4]; // LiteGraph's convention: a widget that takes no vertical space
+
+/** Hide or show one widget; returns true when it changed. Hidden widgets keep value and serialisation. */
+export function setWidgetHidden(widget, hidden) {
+  if (Boolean(widget.hidden) === hidden) return false;
+  if (hidden) {
+    widget.aigOwnComputeSize = Object.hasOwn(widget, "computeSize") ? widget.computeSize : null;
+    widget.computeSize = HIDDEN_SIZE;
+    widget.hidden = true;
+  } else {
+    if (widget.aigOwnComputeSize) widget.computeSize = widget.aigOwnComputeSize;
+    else delete widget.computeSize;
+    delete widget.aigOwnComputeSize;
+    widget.hidden = false;
+  }
+  return true;
+}
+
 /** Ask LiteGraph to redraw the node's canvas. */
 export function redraw(node) {
   node.setDirtyCanvas?.(true, true);
