@@ -91,6 +91,7 @@ class AIGCFGGuider(comfy.samplers.CFGGuider):
         model = self.tuned.tuned_inner_model(self.inner_model)
         self.tuned_conds = comfy.samplers.process_conds(model, noise, tuned_conds, device, latent_in, denoise_mask, seed)
         progress, self.noise_coordinate = family_progress(self.inner_model.model_sampling)
+        log.info("AIG: %s model, gamma read at %s", type(self.inner_model).__name__, progress)
         self.weighting = AIGWeighting(self.schedule, progress, tolerance=self.tolerance)
         self.tuned_options = None  # the tuned branch's own model options (model route only)
         try:

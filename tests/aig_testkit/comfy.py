@@ -22,6 +22,8 @@ import comfy_aig
 
 PACK_DIR = Path(comfy_aig.__file__).resolve().parent
 PACK_NAME = "comfy_aig"
+TEST_NODES_DIR = Path(__file__).resolve().parent / "comfy_test_nodes"  # test-only nodes (TestRandomConditioning)
+TEST_NODES_NAME = "aig_test_nodes"
 
 
 def comfyui_root() -> Path | None:
@@ -43,7 +45,7 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    """A ComfyUI server process with a temp base directory and this pack in its custom_nodes."""
+    """A ComfyUI server process with a temp base directory and this pack (+ the test-only nodes) in custom_nodes."""
 
     def __init__(self, root: Path, base_dir: Path, startup_timeout: float = 180.0):
         self.root = root
@@ -56,12 +58,13 @@ class ComfyServer:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> ComfyServer:
-        """Install the pack by symlink, start main.py and wait until /object_info answers."""
+        """Install the pack and the test nodes by symlink, start main.py and wait until /object_info answers."""
         custom_nodes = self.base_dir / "custom_nodes"
         custom_nodes.mkdir(parents=True, exist_ok=True)
-        link = custom_nodes / PACK_NAME
-        if not link.exists():
-            link.symlink_to(PACK_DIR, target_is_directory=True)
+        for name, target in ((PACK_NAME, PACK_DIR), (TEST_NODES_NAME, TEST_NODES_DIR)):
+            link = custom_nodes / name
+            if not link.exists():
+                link.symlink_to(target, target_is_directory=True)
         command = [
             sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
             "--base-directory", str(self.base_dir), "--disable-api-nodes", "--disable-auto-launch",

@@ -108,15 +108,19 @@ def tiny_model(name: str, seed: int = 0):
 
 
 def _patcher(config, model_class, model_type, seed: int, std: float):
-    """The model with every diffusion-model parameter drawn from N(0, std^2), in a CPU ModelPatcher."""
+    """The model with every diffusion-model parameter and float buffer drawn from N(0, std^2), in a CPU ModelPatcher."""
     import comfy.model_patcher
 
     config.set_inference_dtype(torch.float32, None)
     model = model_class(config, model_type=model_type, device="cpu")
     gen = torch.Generator().manual_seed(seed)
+    # ComfyUI's layers skip init and MMDiT's pos_embed is an empty buffer: fill every one, or memory garbage
+    # (seen: 1e25) reaches the outputs
+    tensors = [*model.diffusion_model.parameters(),
+               *(b for b in model.diffusion_model.buffers() if b.is_floating_point())]
     with torch.no_grad():
-        for parameter in model.diffusion_model.parameters():  # ComfyUI's layers skip init: fill every one
-            parameter.copy_(torch.randn(parameter.shape, generator=gen) * std)
+        for tensor in tensors:
+            tensor.copy_(torch.randn(tensor.shape, generator=gen) * std)
     model.eval()
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
