@@ -82,3 +82,21 @@ def test_read_prompts_and_seed_hash(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_prompts(tmp_path / "missing.txt")
     assert hash_seed(0, 1, 2) == hash_seed(0, 1, 2) != hash_seed(0, 2, 1)
+
+
+def test_cuda_without_a_gpu_names_the_setting_it_came_from(monkeypatch):
+    """One device resolver for train, sample and evaluate; its error names the setting the user wrote."""
+    import torch
+
+    from comfy_aig.training.config import ConfigError
+    from comfy_aig.training.inputs import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu", "model.device", ConfigError) == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"^train\.device = 'cuda' but no CUDA device .* use 'auto' or 'cpu'"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match=r"^model\.device = 'cuda'"):
+        resolve_device("cuda", "model.device", ConfigError)
+    with pytest.raises(ValueError, match=r"^--device = 'cuda'"):
+        resolve_device("cuda", "--device")

@@ -67,19 +67,6 @@ def describe_plan(config) -> dict:
             "items_left": len(names_of(plan) - state.done), "chunks": len(plan.chunks), "problem": state.error}
 
 
-def _device(name: str):
-    """torch.device of model.device ('auto': cuda when available); 'cuda' without a GPU is a ConfigError."""
-    import torch
-
-    from .config import ConfigError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("model.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
 def _dtype(name: str, device):
     """model.weight_dtype (auto: bf16 on CUDA, else fp32)."""
     import torch
@@ -307,11 +294,13 @@ def sample_share(plan, mine, state, store, info, device) -> Progress:
 def evaluate(config) -> dict:
     """Run the sweep (module docstring); returns the throughput and, on rank 0, the report paths."""
     from ..core.evalset import EvalSet, EvalSetError
+    from .config import ConfigError
     from .distributed import barrier, init_distributed, shutdown
+    from .inputs import resolve_device
     from .sweep import assign, build_plan, names_of, pending_chunks, scan_store
 
     plan = build_plan(config)  # every config, file and prompt error is raised here, before any model loads
-    device = _device(config.model.device)
+    device = resolve_device(config.model.device, "model.device", ConfigError)
     info = init_distributed(device.type)
     if info.world_size > 1 and device.type == "cuda":
         import torch

@@ -21,10 +21,10 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a ValueError naming the fix."""
+def resolve_device(name: str, setting: str = "train.device", error: type[Exception] = ValueError) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is `error` naming `setting` and the fix."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        raise error(f"{setting} = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)

@@ -74,7 +74,7 @@ def load_for_sampling(args):
     from .lora_export import load_kohya_into_unet
     from .models import build_diffusion_model, load_pipeline
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     pipe = load_pipeline(args.model, kind=args.kind, config_dir=args.config_dir)
     pipe.to(device)
     model = build_diffusion_model(pipe, args.resolution)
