@@ -229,18 +229,22 @@ def _merge(label: str, records: list[EvalRecord]) -> LabelData:
 PROMPT_LIST_SUFFIXES = (".txt", ".tsv")
 
 
+def tsv_prompt_rows(text: str) -> list[dict[str, str]]:
+    """Rows of a PartiPrompts-style .tsv with a non-empty 'Prompt' cell, as {lower-case header: stripped cell}."""
+    lines = text.splitlines()
+    header = [h.strip().lower() for h in lines[0].split("\t")] if lines else []
+    if "prompt" not in header:
+        raise EvalSetError("a .tsv prompt list needs a header row with a 'Prompt' column (PartiPrompts layout).")
+    rows = [dict(zip(header, (cell.strip() for cell in line.split("\t")))) for line in lines[1:]]
+    return [row for row in rows if row.get("prompt")]
+
+
 def parse_prompt_list(text: str, tsv: bool = False) -> list[str]:
     """Prompts of a list file: one per line (blank and '#' lines skipped); a .tsv uses its 'Prompt' column."""
-    lines = text.splitlines()
     if tsv:
-        header = [h.strip().lower() for h in lines[0].split("\t")] if lines else []
-        if "prompt" not in header:
-            raise EvalSetError("a .tsv prompt list needs a header row with a 'Prompt' column (PartiPrompts layout).")
-        column = header.index("prompt")
-        cells = [line.split("\t") for line in lines[1:]]
-        prompts = [c[column].strip() for c in cells if len(c) > column]
+        prompts = [row["prompt"] for row in tsv_prompt_rows(text)]
     else:
-        prompts = [line.strip() for line in lines if not line.lstrip().startswith("#")]
+        prompts = [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]
     prompts = [p for p in prompts if p]
     if not prompts:
         raise EvalSetError("the prompt list is empty; write one prompt per line.")

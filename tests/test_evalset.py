@@ -190,3 +190,14 @@ def test_bad_prompt_lists_are_refused(tmp_path):
         es.read_prompt_list(tmp_path / "x.json")
     with pytest.raises(es.EvalSetError, match=">= 0"):
         es.prompt_at(["a"], -1)
+
+
+def test_tsv_rows_and_prompts_stay_aligned():
+    """One TSV reader for prompts and their categories: rows without a prompt are dropped from both."""
+    from comfy_aig.core.evalset import parse_prompt_list, tsv_prompt_rows
+
+    text = "Category\tPrompt\tNote\nAnimals\t a cat \tx\nPeople\t\nArt\ta mural\n\nShort\n"
+    rows = tsv_prompt_rows(text)
+    assert [r["prompt"] for r in rows] == parse_prompt_list(text, tsv=True) == ["a cat", "a mural"]
+    assert [r.get("category", "") for r in rows] == ["Animals", "Art"]
+    assert "note" not in rows[1]  # a short row has only the cells it holds

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import AIGInputError
-from ..core.evalset import EvalRecord, EvalSet, check_set_name, read_prompt_list
+from ..core.evalset import EvalRecord, EvalSet, check_set_name, read_prompt_list, tsv_prompt_rows
 from ..core.files import read_text
 from ..core.schedules import FAMILIES, WINDOW, Schedule, schedule_from_values
 from .config import ConfigError
@@ -159,16 +159,6 @@ def build_methods(config: EvalConfig) -> list[Method]:
     return methods
 
 
-def _tsv_categories(text: str) -> list[str]:
-    """Category per prompt row of a PartiPrompts TSV, aligned with core/evalset.parse_prompt_list's rows."""
-    lines = text.splitlines()
-    header = [h.strip().lower() for h in lines[0].split("\t")]
-    column, cat = header.index("prompt"), header.index("category") if "category" in header else None
-    rows = [line.split("\t") for line in lines[1:]]
-    rows = [c for c in rows if len(c) > column and c[column].strip()]
-    return [c[cat].strip() if cat is not None and len(c) > cat else "" for c in rows]
-
-
 def read_prompts(config: EvalConfig) -> list[Prompt]:
     """The prompt file (core/evalset.read_prompt_list) with the category filter and limit applied."""
     p = config.prompts
@@ -178,7 +168,7 @@ def read_prompts(config: EvalConfig) -> list[Prompt]:
     except AIGInputError as error:
         raise ConfigError(f"prompts.file = {str(path)!r}: {error}") from None
     is_tsv = path.suffix.lower() == ".tsv"
-    categories = _tsv_categories(read_text(path)) if is_tsv else [""] * len(texts)
+    categories = [row.get("category", "") for row in tsv_prompt_rows(read_text(path))] if is_tsv else [""] * len(texts)
     prompts = [Prompt(i, t, c) for i, (t, c) in enumerate(zip(texts, categories))]
     if p.categories:
         if not is_tsv or not any(categories):
