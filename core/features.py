@@ -39,6 +39,17 @@ class FeatureModelError(AIGInputError):
     """A feature-model file that cannot be used (the message names the problem and the fix)."""
 
 
+def feature_source_name(space: str, detail: object, dim: int | None = None) -> str:
+    """The feature space every evaluation record stores (AIGImageFeatures and `comfy-aig evaluate` alike; one
+    set holds one space): "pixels:16", "inception:pool3:2048", "reward:pickscore:1024", "clip_vision:224:768"."""
+    return ":".join(str(part) for part in (space, detail, dim) if part is not None)
+
+
+def reward_kind(model) -> str:
+    """The kind name of a loaded reward model, for feature_source_name."""
+    return getattr(model, "kind", type(model).__name__)
+
+
 def pixel_features(images: torch.Tensor, size: int = 16) -> torch.Tensor:
     """Area-downsampled RGB pixels: [B, 3, H, W] -> [B, 3 * size * size] (mean over each output cell)."""
     return F.interpolate(images.float(), size=(size, size), mode="area").flatten(1)

@@ -10,7 +10,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..core.diversity import DiversityInputError, diversity_metrics
-from ..core.features import load_fid_inception, pixel_features
+from ..core.features import feature_source_name, load_fid_inception, pixel_features, reward_kind
 from .combos import ListedCombo
 from .folders import model_file
 from .reward_loader import REWARD_MODEL, loaded_model
@@ -42,7 +42,7 @@ def extract_features(image, source, pixel_size, reward_model=None, clip_vision=N
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {list(SOURCES)}.")
     if source == "pixels":
-        return FeatureBatch(pixel_features(to_nchw(image), pixel_size).cpu(), f"pixels:{pixel_size}")
+        return FeatureBatch(pixel_features(to_nchw(image), pixel_size).cpu(), feature_source_name("pixels", pixel_size))
     connected = {name: m for name, m in
                  (("reward_model", reward_model), ("clip_vision", clip_vision), ("inception", inception))
                  if m is not None}
@@ -56,15 +56,15 @@ def extract_features(image, source, pixel_size, reward_model=None, clip_vision=N
         if name == "reward_model":
             reward = loaded_model(model)
             values = reward.image_features(to_nchw(image))
-            label = f"reward:{getattr(reward, 'kind', type(reward).__name__)}"
+            space = ("reward", reward_kind(reward))
         elif name == "clip_vision":
             values = model.encode_image(image)["image_embeds"]
-            label = f"clip_vision:{getattr(model, 'image_size', '?')}"
+            space = ("clip_vision", getattr(model, "image_size", "?"))
         else:
             values = model(to_nchw(image))
-            label = "inception:pool3"
+            space = ("inception", "pool3")
     values = values.detach().float().cpu().reshape(values.shape[0], -1)  # [B, D]
-    return FeatureBatch(values, f"{label}:{values.shape[1]}")
+    return FeatureBatch(values, feature_source_name(*space, values.shape[1]))
 
 
 class AIGImageFeatures(io.ComfyNode):

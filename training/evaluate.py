@@ -118,7 +118,7 @@ def build_scorer(config, device) -> Scorer:
     """Feature extractor (pixels, FID Inception, reward/CLIP image tower) and reward terms from local files."""
     import torch
 
-    from ..core.features import load_fid_inception, pixel_features
+    from ..core.features import feature_source_name, load_fid_inception, pixel_features, reward_kind
     from .rewards import build_reward
 
     f = config.metrics
@@ -126,16 +126,17 @@ def build_scorer(config, device) -> Scorer:
     if reward is None:
         log.warning("metrics.reward is empty: records get features only, the report no reward axis and no plot")
     if f.features == "pixels":
-        return Scorer(lambda images: pixel_features(images, f.pixel_size), f"pixels:{f.pixel_size}", reward)
+        return Scorer(lambda images: pixel_features(images, f.pixel_size), feature_source_name("pixels", f.pixel_size),
+                      reward)
     if f.features == "inception":
-        return Scorer(load_fid_inception(f.features_path, device), "inception:pool3:2048", reward)
+        return Scorer(load_fid_inception(f.features_path, device), feature_source_name("inception", "pool3", 2048), reward)
     from ..core.rewards import load_reward_model
 
     model = load_reward_model(f.features_path, kind=None if f.features_kind == "auto" else f.features_kind,
                               device=device).eval()
     with torch.no_grad():
         dim = model.image_features(torch.zeros(1, 3, 64, 64, device=device)).shape[1]
-    return Scorer(model.image_features, f"reward:{getattr(model, 'kind', type(model).__name__)}:{dim}", reward)
+    return Scorer(model.image_features, feature_source_name("reward", reward_kind(model), dim), reward)
 
 
 def chunk_noise(chunk, images_per_item: int, latent_shape):
