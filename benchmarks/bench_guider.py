@@ -139,9 +139,13 @@ def variants_model_input(world, cfg, schedule):
 
 
 def time_run(make, noise, sigmas):
-    """{'total': s, 'loop': s, 'rss': bytes, 'calls': branch calls or None} of one full sampling run."""
+    """{'total': s, 'loop': s, 'loop_cpu': s, 'rss': bytes, 'gpu_peak': bytes or None, 'calls': branch calls or
+    None} of one full sampling run; on a CUDA device the loop is synchronised and the run's peak allocation
+    (weights included) measured."""
+    import comfy.model_management
     import comfy.samplers
 
+    cuda = comfy.model_management.get_torch_device().type == "cuda"
     guider = make()
     sampler = comfy.samplers.sampler_object("euler")
     inner, box = sampler.sampler_function, {}
@@ -149,17 +153,23 @@ def time_run(make, noise, sigmas):
     def timed_loop(*args, **kwargs):
         start, cpu = time.perf_counter(), time.thread_time()
         out = inner(*args, **kwargs)
+        if cuda:
+            torch.cuda.synchronize()
         box["loop"], box["loop_cpu"] = time.perf_counter() - start, time.thread_time() - cpu
         return out
 
     sampler.sampler_function = timed_loop
     latent = torch.zeros_like(noise)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     with PeakRSS() as rss:
         start = time.perf_counter()
         guider.sample(noise, latent, sampler, sigmas, disable_pbar=True, seed=0)
         total = time.perf_counter() - start
+    gpu_peak = torch.cuda.max_memory_allocated() if cuda else None  # weights included: what a user needs
     return {"total": total, "loop": box["loop"], "loop_cpu": box["loop_cpu"], "rss": rss.increase,
-            "calls": getattr(guider, "calls", None)}
+            "gpu_peak": gpu_peak, "calls": getattr(guider, "calls", None)}
 
 
 def bench_shape(world, size: int, batch: int, steps: int, repeats: int, cfg: float, warmup: bool) -> dict:

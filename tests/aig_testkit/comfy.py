@@ -176,13 +176,14 @@ def _execution_error(entry: dict) -> str:
     return json.dumps(entry.get("status"))[:2000]
 
 
-def setup_inprocess(root: Path) -> None:
-    """Make `import comfy...` work in this process on the CPU (ComfyUI's root, never ours, goes on sys.path)."""
+def setup_inprocess(root: Path, cpu: bool = True) -> None:
+    """Make `import comfy...` work in this process (ComfyUI's root, never ours, goes on sys.path); on the CPU
+    unless cpu=False (then ComfyUI picks its device, as `main.py` without --cpu does: benchmarks on a GPU)."""
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from comfy.cli_args import args  # noqa: PLC0415 - ComfyUI is importable only now
 
-    args.cpu = True
+    args.cpu = cpu
     import comfy.model_management  # noqa: F401,PLC0415 - reads args.cpu at import
 
 

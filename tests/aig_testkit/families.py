@@ -63,7 +63,7 @@ def _config(name: str):
     raise ValueError(f"unknown family {name!r}; use one of {FAMILIES}")
 
 
-REAL_SIZE_UNET = {  # the true SD1.5 and SDXL UNets (860M, 2.57B parameters), as ComfyUI detects them
+REAL_SIZE_UNET = {  # the true SD1.5 and SDXL UNets (860M, 2.57B parameters) and SD3 medium, as ComfyUI detects them
     "sd15": {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
              "adm_in_channels": None, "in_channels": 4, "out_channels": 4, "model_channels": 320,
              "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
@@ -76,27 +76,39 @@ REAL_SIZE_UNET = {  # the true SD1.5 and SDXL UNets (860M, 2.57B parameters), as
              "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "channel_mult": [1, 2, 4],
              "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": 2048,
              "use_temporal_resblock": False, "use_temporal_attention": False, "num_head_channels": 64},
+    # SD3 medium's MMDiT (2.0B), as ComfyUI detects sd3_medium.safetensors
+    "sd3": {"in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": 24, "input_size": None,
+            "adm_in_channels": 2048, "num_patches": 36864, "pos_embed_max_size": 192, "pos_embed_scaling_factor": None,
+            "x_block_self_attn_layers": [],
+            "context_embedder_config": {"target": "torch.nn.Linear",
+                                        "params": {"in_features": 4096, "out_features": 1536}}},
 }
-REAL_SIZE_CONDS = {"sd15": (768, None), "sdxl": (2048, 1280)}  # (context width, pooled width)
+# (tokens, context width, pooled width): CLIP for SD1.5/SDXL; CLIP-L/G + T5 (77 + 77 tokens) for SD3
+REAL_SIZE_CONDS = {"sd15": (77, 768, None), "sdxl": (77, 2048, 1280), "sd3": (154, 4096, 2048)}
+REAL_SIZE_CLASSES = {"sd15": ("SD15", "BaseModel", "EPS"), "sdxl": ("SDXL", "SDXL", "EPS"),
+                     "sd3": ("SD3", "SD3", "FLOW")}  # (supported_models, model_base, ModelType) names
 
 
-def real_size_model(name: str, seed: int = 0):
-    """CPU ModelPatcher of a random-weight SD1.5 or SDXL UNet of the true size (it times like the real one)."""
+def real_size_model(name: str, seed: int = 0, load_device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """ModelPatcher of a random-weight SD1.5 / SDXL UNet or SD3 MMDiT of the true size (it times like the
+    real one), built on the CPU and loaded by ComfyUI onto `load_device` when sampling."""
     import comfy.model_base as mb
     import comfy.supported_models as sm
 
-    config = (sm.SD15 if name == "sd15" else sm.SDXL)(dict(REAL_SIZE_UNET[name]))
-    return _patcher(config, mb.BaseModel if name == "sd15" else mb.SDXL, mb.ModelType.EPS, seed, std=0.02)
+    config_name, model_name, model_type = REAL_SIZE_CLASSES[name]
+    config = getattr(sm, config_name)(dict(REAL_SIZE_UNET[name]))
+    return _patcher(config, getattr(mb, model_name), getattr(mb.ModelType, model_type), seed, std=0.02,
+                    load_device=load_device, dtype=dtype)
 
 
 def real_size_conds(name: str, seed: int = 0):
-    """(positive, negative) of CLIP-shaped random embeddings [1, 77, width] (+ pooled for SDXL)."""
-    width, pooled = REAL_SIZE_CONDS[name]
+    """(positive, negative) of text-encoder-shaped random embeddings [1, tokens, width] (+ pooled where read)."""
+    tokens, width, pooled = REAL_SIZE_CONDS[name]
     gen = torch.Generator().manual_seed(seed)
 
     def one():
         extra = {} if pooled is None else {"pooled_output": torch.randn(1, pooled, generator=gen)}
-        return [[torch.randn(1, 77, width, generator=gen), extra]]
+        return [[torch.randn(1, tokens, width, generator=gen), extra]]
 
     return one(), one()
 
@@ -107,11 +119,12 @@ def tiny_model(name: str, seed: int = 0):
     return _patcher(config, model_class, model_type, seed, std=0.05)
 
 
-def _patcher(config, model_class, model_type, seed: int, std: float):
+def _patcher(config, model_class, model_type, seed: int, std: float, load_device: str = "cpu",
+             dtype: torch.dtype = torch.float32):
     """The model with every diffusion-model parameter and float buffer drawn from N(0, std^2), in a CPU ModelPatcher."""
     import comfy.model_patcher
 
-    config.set_inference_dtype(torch.float32, None)
+    config.set_inference_dtype(dtype, None)
     model = model_class(config, model_type=model_type, device="cpu")
     gen = torch.Generator().manual_seed(seed)
     # ComfyUI's layers skip init and MMDiT's pos_embed is an empty buffer: fill every one, or memory garbage
@@ -122,7 +135,8 @@ def _patcher(config, model_class, model_type, seed: int, std: float):
         for tensor in tensors:
             tensor.copy_(torch.randn(tensor.shape, generator=gen) * std)
     model.eval()
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device(load_device),
+                                            offload_device=torch.device("cpu"))
 
 
 def random_conds(name: str, seed: int = 0, guidance: float = 3.5):
