@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from aig_testkit.comfy import install_model
+from aig_testkit.families import CONTEXT, POOLED
 
 pytestmark = pytest.mark.comfyui
 
 STRENGTH = 0.8
-CONTEXT, POOLED = 64, 32  # aig_testkit.families CONTEXT / POOLED
 
 
 @pytest.fixture(scope="module")

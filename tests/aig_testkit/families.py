@@ -121,7 +121,8 @@ def tiny_model(name: str, seed: int = 0):
 
 def _patcher(config, model_class, model_type, seed: int, std: float, load_device: str = "cpu",
              dtype: torch.dtype = torch.float32):
-    """The model with every diffusion-model parameter and float buffer drawn from N(0, std^2), in a CPU ModelPatcher."""
+    """The model with every diffusion-model parameter and float buffer drawn from N(0, std^2), built on the CPU in
+    a ModelPatcher that loads it onto `load_device` (offloads to the CPU)."""
     import comfy.model_patcher
 
     config.set_inference_dtype(dtype, None)
