@@ -187,7 +187,19 @@ class Browser:
         return self.js("return arguments[0].filter((t) => !window.LiteGraph.registered_node_types[t]);", types)
 
     def fit_view(self) -> None:
-        self.js_async("await app.extensionManager.command.execute('Comfy.Canvas.FitView');")
+        """Comfy.Canvas.FitView, waiting out its animation (350 ms in frontend 1.27; it would undo a later zoom)."""
+        self.js_async("""
+            await app.extensionManager.command.execute('Comfy.Canvas.FitView');
+            const view = () => JSON.stringify([app.canvas.ds.scale, ...app.canvas.ds.offset]);
+            const start = performance.now();
+            let last = null;
+            while (performance.now() - start < 5000) {
+                await new Promise((r) => requestAnimationFrame(r));
+                const now = view();
+                if (now === last && performance.now() - start > 400) break;
+                last = now;
+            }
+        """)
         self.settle()
 
     def wait_for_curves(self, timeout: float = 30.0) -> None:
@@ -274,6 +286,9 @@ class Browser:
             app.canvas.setDirty(true, true);
         """, node_id, zoom)
         self.settle()
+        scale = self.js("return app.canvas.ds.scale;")
+        if abs(scale - zoom) > 1e-6:  # an animation of the view still running would crop the wrong pixels
+            raise BrowserError(f"the canvas zoom is {scale}, not {zoom}, after focusing node {node_id}")
 
     # -- console -------------------------------------------------------------------------------
     def console(self) -> list[dict]:
